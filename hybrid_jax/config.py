@@ -1,0 +1,111 @@
+"""The model config tree: defaults, validation, and JSON round trips.
+
+One `ml_collections.ConfigDict` tree; `model` has one sub-node per component (`entropy_model`,
+`local_encoder`, `global_transformer`, `local_decoder`) plus `patching` and `hash`. Modules receive
+their node frozen. Bad values raise `ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PATCHING_MODES = ("entropy", "static", "space")
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, of the wrong type, or inconsistent."""
+
+
+def stack_config(d_model, layers, heads, kv_heads=0, d_ff=0, rope_theta=500000.0, window=0,
+                 norm_eps=1e-5, **extra) -> ml_collections.ConfigDict:
+    """One transformer stack. kv_heads 0 = heads (no GQA), d_ff 0 = int(8 d / 3), window 0 = full."""
+    return ml_collections.ConfigDict(dict(
+        d_model=d_model, layers=layers, heads=heads, kv_heads=kv_heads, d_ff=d_ff,
+        rope_theta=float(rope_theta), window=window, norm_eps=float(norm_eps), **extra))
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """Defaults: a small BLT (a few M params). Configs in configs/ override what they need."""
+    return ml_collections.ConfigDict(dict(
+        vocab_size=260,
+        dtype="float32",  # compute dtype; parameters are always float32
+        cross_attn_k=2,
+        patching=dict(mode="entropy", threshold=1.335442066192627, patch_size=4, max_patch_length=0),
+        hash=dict(group_sizes=(3, 4, 5, 6, 7, 8), vocab=50021, n_functions=1),
+        entropy_model=stack_config(128, 2, 4, rope_theta=10000.0, window=512),
+        local_encoder=stack_config(128, 1, 4, window=512, cross_attn_all_layers=False),
+        global_transformer=stack_config(256, 4, 8),
+        local_decoder=stack_config(128, 2, 4, window=512, cross_attn_all_layers=True),
+    ))
+
+
+def d_ff(stack) -> int:
+    return stack.d_ff or int(8 * stack.d_model / 3)
+
+
+def kv_heads(stack) -> int:
+    return stack.kv_heads or stack.heads
+
+
+def validate_model(cfg) -> None:
+    """Raise ConfigError on the first inconsistency in a `model` node."""
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.vocab_size >= 260, f"model.vocab_size must be >= 260 (BLT byte ids), got {cfg.vocab_size}")
+    need(cfg.vocab_size < 2 ** 15, f"model.vocab_size must be < 32768, got {cfg.vocab_size}")
+    need(cfg.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {cfg.dtype!r}")
+    need(cfg.cross_attn_k >= 1, f"model.cross_attn_k must be >= 1, got {cfg.cross_attn_k}")
+    p = cfg.patching
+    need(p.mode in PATCHING_MODES, f"unknown patching mode {p.mode!r}; expected one of {PATCHING_MODES}")
+    need(p.patch_size >= 1, f"model.patching.patch_size must be >= 1, got {p.patch_size}")
+    need(p.max_patch_length >= 0, f"model.patching.max_patch_length must be >= 0, got {p.max_patch_length}")
+    h = cfg.hash
+    need(len(h.group_sizes) >= 1 and all(g >= 1 for g in h.group_sizes),
+         f"model.hash.group_sizes must be non-empty positive ints, got {h.group_sizes}")
+    need(2 <= h.vocab < 2 ** 31, f"model.hash.vocab must be in [2, 2^31), got {h.vocab}")
+    need(h.n_functions >= 1, f"model.hash.n_functions must be >= 1, got {h.n_functions}")
+    for name in ("entropy_model", "local_encoder", "global_transformer", "local_decoder"):
+        s = cfg[name]
+        need(s.layers >= 1, f"model.{name}.layers must be >= 1, got {s.layers}")
+        need(s.heads >= 1 and s.d_model % s.heads == 0,
+             f"model.{name}.d_model={s.d_model} must be divisible by heads={s.heads}")
+        need(s.heads % kv_heads(s) == 0,
+             f"model.{name}.heads={s.heads} must be divisible by kv_heads={kv_heads(s)}")
+        need((s.d_model // s.heads) % 2 == 0, f"model.{name} head dim must be even for rotary embeddings")
+        need(s.window >= 0, f"model.{name}.window must be >= 0 (0 = full attention), got {s.window}")
+    need(cfg.local_decoder.d_model == cfg.local_encoder.d_model,
+         "model.local_decoder.d_model must equal model.local_encoder.d_model "
+         f"({cfg.local_decoder.d_model} != {cfg.local_encoder.d_model})")
+
+
+def update_strict(cfg: ml_collections.ConfigDict, values: dict, prefix: str = "") -> None:
+    """Set `values` (nested dict) into `cfg`; an unknown key or wrong type raises ConfigError."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in cfg:
+            raise ConfigError(f"unknown config key {path!r}")
+        current = cfg[key]
+        if isinstance(current, ml_collections.ConfigDict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {type(value).__name__}")
+            update_strict(current, value, path + ".")
+            continue
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if current is not None and type(value) is not type(current):
+            raise ConfigError(f"config key {path!r} expects {type(current).__name__}, "
+                              f"got {type(value).__name__} ({value!r})")
+        cfg[key] = value
+
+
+def model_from_dict(values: dict) -> ml_collections.ConfigDict:
+    """A validated model config: defaults updated strictly with `values`."""
+    cfg = model_config()
+    update_strict(cfg, values, "model.")
+    validate_model(cfg)
+    return cfg

@@ -1,0 +1,47 @@
+"""`python -m hybrid_jax.convert from-hf HF_DIR --out WORKDIR` | `to-hf WORKDIR_OR_CKPT --out HF_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hybrid_jax import cli
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m hybrid_jax.convert",
+                                description="Convert BLT weights between Hugging Face and hybrid_jax.")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("from-hf", help="Hugging Face BLT directory -> hybrid_jax workdir (Orbax step 0)")
+    a.add_argument("hf_dir")
+    a.add_argument("--out", required=True, help="workdir to create")
+    a.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    b = sub.add_parser("to-hf", help="hybrid_jax workdir or checkpoint step -> Hugging Face directory")
+    b.add_argument("ckpt")
+    b.add_argument("--out", required=True, help="Hugging Face directory to create")
+    b.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    b.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin (needs torch)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    from hybrid_jax.checkpoint import load_model, save_model
+    from hybrid_jax.convert import ConvertError, from_hf, to_hf
+
+    if args.command == "from-hf":
+        if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
+            raise ConvertError(f"{args.out} is not empty; pass --force to write into it")
+        model, _ = from_hf(args.hf_dir)
+        step_dir = save_model(model, args.out, step=0)
+        print(f"wrote {step_dir}")
+    else:
+        model = load_model(args.ckpt)
+        for path in to_hf(model, model.config, args.out, force=args.force, torch_bin=args.torch_bin):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

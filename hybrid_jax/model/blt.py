@@ -1,0 +1,74 @@
+"""The whole Byte Latent Transformer: patch, encode bytes to patches, global transformer, decode bytes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from hybrid_jax.config import validate_model
+from hybrid_jax.model import patching
+from hybrid_jax.model.entropy_model import EntropyModel
+from hybrid_jax.model.global_transformer import GlobalTransformer
+from hybrid_jax.model.layers import dense, dtype_of
+from hybrid_jax.model.local_decoder import LocalDecoder
+from hybrid_jax.model.local_encoder import LocalEncoder
+
+
+def check_ids(ids, vocab_size: int) -> None:
+    """Raise ValueError for ids outside [0, vocab_size) or of the wrong rank (skipped under tracing)."""
+    if ids.ndim != 2:
+        raise ValueError(f"ids must be int32[batch, length], got shape {tuple(ids.shape)}")
+    if isinstance(ids, jax.core.Tracer):
+        return
+    lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+class BLT(nnx.Module):
+    """`model(ids)`: ids int32 `[batch, length]` -> logits float32 `[batch, length, vocab]`.
+
+    Patches come from the configured patcher (the entropy model runs inside the forward pass) unless
+    `patch_lengths` int `[batch, patches]` is given.
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs):
+        validate_model(cfg)
+        cfg = ml_collections.FrozenConfigDict(cfg)
+        self.config = cfg
+        dtype = dtype_of(cfg.dtype)
+        d_local = cfg.local_encoder.d_model
+        self.entropy_model = EntropyModel(cfg.entropy_model, cfg.vocab_size, dtype, rngs)
+        self.local_encoder = LocalEncoder(cfg, dtype, rngs)
+        self.global_transformer = GlobalTransformer(
+            cfg.global_transformer, cfg.cross_attn_k * d_local, dtype, rngs)
+        self.local_decoder = LocalDecoder(cfg, dtype, rngs)
+        self.lm_head = dense(d_local, cfg.vocab_size, dtype, rngs)
+
+    def patch(self, ids: jax.Array, patch_lengths: jax.Array | None = None) -> patching.PatchInfo:
+        """Patch boundaries for `ids` `[batch, length]` (see `hybrid_jax.model.patching`)."""
+        check_ids(ids, self.config.vocab_size)
+        if patch_lengths is not None:
+            return patching.info_from_starts(patching.starts_from_lengths(patch_lengths, ids.shape[1]))
+        entropies = None
+        if self.config.patching.mode == "entropy":
+            # Boundaries are discrete: no gradient flows from patching into the entropy model.
+            logits = jax.lax.stop_gradient(self.entropy_model(ids))
+            entropies = patching.entropies_from_logits(logits)
+        starts = patching.compute_starts(self.config.patching, ids, entropies)
+        return patching.info_from_starts(starts, entropies)
+
+    def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo) -> jax.Array:
+        """Logits float32 `[batch, length, vocab]` for given patches."""
+        byte_states, patch_embeds = self.local_encoder(ids, patches.ids)
+        global_states = self.global_transformer(patch_embeds)
+        decoder_ids = patching.decoder_patch_ids(patches.starts)
+        h = self.local_decoder(byte_states, global_states, decoder_ids)
+        return self.lm_head(h).astype(jnp.float32)
+
+    def __call__(self, ids: jax.Array, patch_lengths: jax.Array | None = None) -> jax.Array:
+        ids = jnp.asarray(ids, jnp.int32)
+        return self.forward_patches(ids, self.patch(ids, patch_lengths))

@@ -1,0 +1,34 @@
+"""The global transformer: a causal transformer over patch embeddings (no final norm, as BLT)."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from hybrid_jax.model.layers import dense
+from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+
+
+class GlobalTransformer(nnx.Module):
+    """patch embeddings `[batch, patches, d_in]` -> patch states `[batch, patches, d_global]`.
+
+    `d_in = cross_attn_k * d_local`; a projection to `d_global` exists only when they differ.
+    """
+
+    def __init__(self, stack, d_in: int, dtype, rngs: nnx.Rngs):
+        self.stack = stack
+        self.token_embedding_projection = (
+            dense(d_in, stack.d_model, dtype, rngs) if d_in != stack.d_model else None)
+        self.layers = make_layers(stack, dtype, rngs)
+
+    def embed(self, patches: jax.Array) -> jax.Array:
+        if self.token_embedding_projection is None:
+            return patches
+        return self.token_embedding_projection(patches)
+
+    def __call__(self, patches: jax.Array) -> jax.Array:
+        x = self.embed(patches)
+        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        for layer in self.layers:
+            x = layer(x, mask, cos, sin)
+        return x

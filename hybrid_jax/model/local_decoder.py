@@ -1,0 +1,43 @@
+"""The local decoder: bytes cross-attend to the global state of the patch before their next byte."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hybrid_jax.model.attention import CrossAttention
+from hybrid_jax.model.layers import RMSNorm, dense
+from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+
+
+def byte_query_mask(decoder_patch_ids: jax.Array, num_patches: int, k: int) -> jax.Array:
+    """bool `[batch, 1, length, num_patches * k]`: byte t sees the k slots of patch decoder_patch_ids[t]."""
+    slot_patch = jnp.arange(num_patches * k) // k
+    return (decoder_patch_ids[:, :, None] == slot_patch[None, None, :])[:, None]
+
+
+class LocalDecoder(nnx.Module):
+    """byte states `[batch, length, d_local]`, patch states `[batch, patches, d_global]`,
+    decoder patch ids `[batch, length]` -> normed byte states `[batch, length, d_local]`."""
+
+    def __init__(self, cfg, dtype, rngs: nnx.Rngs):
+        dec = cfg.local_decoder
+        self.stack, self.k = dec, cfg.cross_attn_k
+        d = dec.d_model
+        self.patch_embedding_projection = dense(cfg.global_transformer.d_model, d * self.k, dtype, rngs)
+        self.layers = make_layers(dec, dtype, rngs)
+        n_cross = dec.layers if dec.cross_attn_all_layers else 1
+        self.cross_attn_layers = nnx.List([CrossAttention(dec, dtype, rngs) for _ in range(n_cross)])
+        self.norm = RMSNorm(d, dec.norm_eps)
+
+    def __call__(self, x: jax.Array, patches: jax.Array, decoder_patch_ids: jax.Array) -> jax.Array:
+        b, p, _ = patches.shape
+        keys = self.patch_embedding_projection(patches).reshape(b, p * self.k, -1)
+        cross_mask = byte_query_mask(decoder_patch_ids, p, self.k)
+        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        for i, layer in enumerate(self.layers):
+            if i == 0 or self.stack.cross_attn_all_layers:
+                x = x + self.cross_attn_layers[i](x, keys, cross_mask)
+            x = layer(x, mask, cos, sin)
+        return self.norm(x)

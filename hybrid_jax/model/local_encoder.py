@@ -1,0 +1,69 @@
+"""The local encoder: byte + hash n-gram embeddings, a small causal transformer, and patch queries
+that cross-attend to the bytes of their own patch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hybrid_jax.model.attention import CrossAttention
+from hybrid_jax.model.hashing import hash_table_ids
+from hybrid_jax.model.layers import dense, embedding
+from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+
+
+def patch_reduce_max(x: jax.Array, patch_ids: jax.Array, num_patches: int) -> jax.Array:
+    """Per-patch elementwise max of byte states; empty patches are 0.
+
+    x `[batch, length, d]`, patch_ids int32 `[batch, length]` -> `[batch, num_patches, d]`.
+    """
+    def one(xs, ids):
+        return jax.ops.segment_max(xs, ids, num_segments=num_patches, indices_are_sorted=True)
+    reduced = jax.vmap(one)(x, patch_ids)
+    return jnp.where(jnp.isneginf(reduced), jnp.zeros((), x.dtype), reduced)
+
+
+def patch_query_mask(patch_ids: jax.Array, num_patches: int, k: int) -> jax.Array:
+    """bool `[batch, 1, num_patches * k, length]`: query slot s (patch s // k) sees the bytes of its patch."""
+    slot_patch = jnp.arange(num_patches * k) // k
+    return (slot_patch[None, :, None] == patch_ids[:, None, :])[:, None]
+
+
+class LocalEncoder(nnx.Module):
+    """ids `[batch, length]`, patch_ids `[batch, length]` -> byte states `[batch, length, d_local]` and
+    patch embeddings `[batch, length, cross_attn_k * d_local]` (one slot per possible patch)."""
+
+    def __init__(self, cfg, dtype, rngs: nnx.Rngs):
+        enc = cfg.local_encoder
+        self.stack, self.k, self.hash = enc, cfg.cross_attn_k, cfg.hash
+        d = enc.d_model
+        tables = len(cfg.hash.group_sizes) * cfg.hash.n_functions
+        self.embed_tokens = embedding(cfg.vocab_size, d, dtype, rngs)
+        self.hash_embed = embedding(tables * cfg.hash.vocab, d, dtype, rngs)
+        self.layers = make_layers(enc, dtype, rngs)
+        self.patch_embedding_projection = dense(d, d * self.k, dtype, rngs)
+        n_cross = enc.layers if enc.cross_attn_all_layers else 1
+        self.cross_attn_layers = nnx.List([CrossAttention(enc, dtype, rngs) for _ in range(n_cross)])
+
+    def embed(self, ids: jax.Array) -> jax.Array:
+        """Byte embedding plus one hash n-gram embedding per (function, group size): `[batch, length, d]`."""
+        rows = hash_table_ids(ids, self.hash.group_sizes, self.hash.n_functions, self.hash.vocab)
+        return self.embed_tokens(ids) + self.hash_embed(rows).sum(axis=0)
+
+    def __call__(self, ids: jax.Array, patch_ids: jax.Array):
+        b, n = ids.shape
+        x = self.embed(ids)
+        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        cross_mask = patch_query_mask(patch_ids, n, self.k)
+        patches = None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cos, sin)
+            if i == last or self.stack.cross_attn_all_layers:
+                # Every cross-attending layer starts again from the max-pooled bytes (as released BLT).
+                queries = self.patch_embedding_projection(patch_reduce_max(x, patch_ids, n))
+                queries = queries.reshape(b, n * self.k, -1)
+                cross = self.cross_attn_layers[i if self.stack.cross_attn_all_layers else 0]
+                patches = queries + cross(queries, x, cross_mask)
+        return x, patches.reshape(b, n, -1)

@@ -1,0 +1,146 @@
+"""Patch boundaries inside jit, with static shapes.
+
+The primary representation is `starts`: bool `[batch, length + 1]`, True where a patch begins. Entry
+`length` says whether a new patch begins right after the last byte; the decoder needs it, since the
+prediction for that next byte reads the patch before it. Every mode is causal: whether byte t starts a
+patch depends only on bytes < t. Bytes 0 (BOS) and 1 always start patches, so that no byte ever reads a
+patch that contains the byte it predicts.
+
+Modes:
+- `entropy`: byte t >= 2 starts a patch iff the entropy model's next-byte entropy at t-1 exceeds the
+  threshold (natural log), as BLT / Hugging Face compute it.
+- `static`: patches of `patch_size` bytes after the lone BOS byte.
+- `space`: a patch ends at a space-like byte (ASCII that is not a letter or digit, or a UTF-8 lead byte)
+  that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
+  (further spaces of a run open the next patch, as indentation opens a line of code).
+Then `max_patch_length > 0` splits longer patches into pieces of at most that many bytes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hybrid_jax.tokenizer import BYTE_VOCAB, OFFSET
+
+
+class PatchInfo(NamedTuple):
+    """Patches of a batch.
+
+    lengths int32 `[batch, length + 1]`: zero-padded; when a patch begins right after the sequence
+    the last one is 1 long (it holds the next, unseen byte), so lengths sum to length or length + 1.
+    ids int32 `[batch, length]`: the patch of each byte. starts bool `[batch, length + 1]`.
+    entropies float32 `[batch, length]`: next-byte entropies (zeros unless the entropy patcher ran).
+    """
+    lengths: jax.Array
+    ids: jax.Array
+    starts: jax.Array
+    entropies: jax.Array
+
+
+def entropies_from_logits(logits: jax.Array) -> jax.Array:
+    """Entropy (nats) of each next-byte distribution: `[batch, length, vocab]` -> float32 `[batch, length]`."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def _first_two(batch: int, length: int) -> jax.Array:
+    t = jnp.arange(length + 1)
+    return jnp.broadcast_to(t < 2, (batch, length + 1))
+
+
+def entropy_starts(entropies: jax.Array, threshold: float) -> jax.Array:
+    """entropies `[batch, length]` -> starts `[batch, length + 1]`."""
+    b, n = entropies.shape
+    # Position t >= 2 starts a patch iff entropy[t - 1] > threshold; entropy[0] is never used.
+    high = jnp.pad(entropies > threshold, ((0, 0), (1, 0)))
+    return _first_two(b, n) | (high & (jnp.arange(n + 1) >= 2))
+
+
+def static_starts(batch: int, length: int, patch_size: int) -> jax.Array:
+    t = jnp.arange(length + 1)
+    return _first_two(batch, length) | ((t >= 1) & ((t - 1) % patch_size == 0))
+
+
+def space_like(ids: jax.Array) -> jax.Array:
+    """bool: ASCII non-alphanumeric bytes and UTF-8 lead bytes (>= 0xC0)."""
+    b = ids - OFFSET
+    is_byte = (ids >= OFFSET) & (ids < BYTE_VOCAB)
+    alnum = ((b >= ord("0")) & (b <= ord("9"))) | ((b >= ord("A")) & (b <= ord("Z"))) | (
+        (b >= ord("a")) & (b <= ord("z")))
+    return is_byte & (((b < 0x80) & ~alnum) | (b >= 0xC0))
+
+
+def space_starts(ids: jax.Array) -> jax.Array:
+    """ids `[batch, length]` -> starts `[batch, length + 1]`."""
+    b, n = ids.shape
+    space = space_like(ids)
+    after_space = jnp.pad(space[:, :-1], ((0, 0), (1, 0)))
+    special = (ids < OFFSET) | (ids >= BYTE_VOCAB)
+    ends = (space & ~after_space) | special
+    return _first_two(b, n) | jnp.pad(ends, ((0, 0), (1, 0)))
+
+
+def split_long(starts: jax.Array, max_patch_length: int) -> jax.Array:
+    """Also start a patch every `max_patch_length` bytes into a patch. starts `[batch, n]` -> `[batch, n]`."""
+    if not max_patch_length:
+        return starts
+    t = jnp.arange(starts.shape[1])
+    last_start = jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
+    return starts | ((t - last_start) % max_patch_length == 0)
+
+
+def starts_from_lengths(lengths: jax.Array, length: int) -> jax.Array:
+    """Patch lengths `[batch, patches]` -> starts `[batch, length + 1]`.
+
+    Patch k begins at the sum of the lengths before it. Entries <= 0 are padding and begin nothing. A
+    patch that begins exactly at `length` (lengths summing past the end) marks a boundary right after
+    the sequence. (Hugging Face instead lets zero-length entries begin patches, so its zero-padded
+    lengths add that boundary; pass padding-free lengths to it.)
+    """
+    lengths = jnp.asarray(lengths, jnp.int32)
+    begin = jnp.cumsum(lengths, axis=1) - lengths
+    rows = jnp.broadcast_to(jnp.arange(lengths.shape[0])[:, None], begin.shape)
+    ok = (lengths > 0) & (begin >= 0) & (begin <= length)
+    out = jnp.zeros((lengths.shape[0], length + 1), bool)
+    return out.at[rows, jnp.where(ok, begin, length + 1)].set(True, mode="drop")
+
+
+def info_from_starts(starts: jax.Array, entropies: jax.Array | None = None) -> PatchInfo:
+    """starts `[batch, length + 1]` -> PatchInfo (lengths sum to `length`, plus 1 with a boundary)."""
+    b, n1 = starts.shape
+    counts = jnp.cumsum(starts.astype(jnp.int32), axis=1)
+    # Count position `length` as a byte of its own patch when a patch begins there, so that
+    # `starts_from_lengths(lengths)` gives `starts` back.
+    ext_ids = counts - 1
+    weight = jnp.concatenate([jnp.ones((b, n1 - 1), jnp.int32), starts[:, -1:].astype(jnp.int32)], axis=1)
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], ext_ids.shape)
+    lengths = jnp.zeros((b, n1), jnp.int32).at[rows, ext_ids].add(weight)
+    if entropies is None:
+        entropies = jnp.zeros((b, n1 - 1), jnp.float32)
+    return PatchInfo(lengths=lengths, ids=ext_ids[:, :-1], starts=starts, entropies=entropies)
+
+
+def decoder_patch_ids(starts: jax.Array) -> jax.Array:
+    """The patch whose global output byte t reads: the one before the patch of byte t + 1.
+
+    starts `[batch, length + 1]` -> int32 `[batch, length]`.
+    """
+    counts = jnp.cumsum(starts.astype(jnp.int32), axis=1)
+    return counts[:, 1:] - 2
+
+
+def compute_starts(patching, ids: jax.Array, entropies: jax.Array | None) -> jax.Array:
+    """starts `[batch, length + 1]` for a `model.patching` config node."""
+    b, n = ids.shape
+    if patching.mode == "entropy":
+        starts = entropy_starts(entropies, patching.threshold)
+    elif patching.mode == "static":
+        starts = static_starts(b, n, patching.patch_size)
+    elif patching.mode == "space":
+        starts = space_starts(ids)
+    else:
+        raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
+    return split_long(starts, patching.max_patch_length)

@@ -1,0 +1,40 @@
+"""A pre-norm transformer layer and the plain causal stack built from it."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hybrid_jax.config import d_ff
+from hybrid_jax.model.attention import SelfAttention, causal_mask
+from hybrid_jax.model.layers import RMSNorm, SwiGLU, rope_tables
+
+
+class TransformerLayer(nnx.Module):
+    """`x + attn(norm(x))`, then `x + mlp(norm(x))`: `[batch, length, d] -> [batch, length, d]`."""
+
+    def __init__(self, stack, dtype, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(stack.d_model, stack.norm_eps)
+        self.self_attn = SelfAttention(stack, dtype, rngs)
+        self.post_attention_layernorm = RMSNorm(stack.d_model, stack.norm_eps)
+        self.mlp = SwiGLU(stack.d_model, d_ff(stack), dtype, rngs)
+
+    def __call__(self, x, mask, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), mask, cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def make_layers(stack, dtype, rngs: nnx.Rngs) -> nnx.List:
+    return nnx.List([TransformerLayer(stack, dtype, rngs) for _ in range(stack.layers)])
+
+
+def positions_for(x: jax.Array) -> jax.Array:
+    """`[batch, length]` positions 0..length-1 for `x` `[batch, length, ...]`."""
+    return jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), x.shape[:2])
+
+
+def attention_inputs(stack, positions: jax.Array):
+    """Causal (windowed) mask and rotary tables for a stack at `positions` `[batch, length]`."""
+    cos, sin = rope_tables(positions, stack.d_model // stack.heads, stack.rope_theta)
+    return causal_mask(positions, positions, stack.window), cos, sin

@@ -1,0 +1,69 @@
+import importlib.util
+import os
+
+import pytest
+
+from hybrid_jax.config import ConfigError, model_config, model_from_dict, validate_model
+from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+@pytest.mark.parametrize("name", ["toy", "blt_1b_hf"])
+def test_config_files_validate_and_map_to_hf_and_back(name):
+    cfg = load(name).model
+    validate_model(cfg)
+    hf = hf_config_from_model(cfg)
+    back = model_config_from_hf(hf)
+    assert hf_config_from_model(back) == hf
+    for key in ("patching", "hash", "vocab_size", "cross_attn_k"):
+        assert back[key] == cfg[key]
+    assert back.global_transformer.d_model == cfg.global_transformer.d_model
+
+
+def test_hf_defaults_fill_missing_fields():
+    cfg = model_config_from_hf({"model_type": "blt"})
+    assert cfg.global_transformer.d_model == 2048 and cfg.global_transformer.layers == 25
+    assert cfg.local_encoder.d_ff == int(8 * 1024 / 3) and cfg.local_decoder.d_ff == 2816
+    assert cfg.entropy_model.rope_theta == 10000.0 and cfg.entropy_model.window == 512
+    assert cfg.hash.vocab == 500002 and cfg.patching.max_patch_length == 0
+
+
+def test_strict_updates():
+    with pytest.raises(ConfigError, match="unknown config key 'model.global_transformer.wings'"):
+        model_from_dict({"global_transformer": {"wings": 2}})
+    with pytest.raises(ConfigError, match="expects int"):
+        model_from_dict({"global_transformer": {"layers": "four"}})
+    assert model_from_dict({"hash": {"group_sizes": [3, 4]}}).hash.group_sizes == (3, 4)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda c: c.global_transformer.update(heads=5), "divisible by heads"),
+    (lambda c: c.global_transformer.update(kv_heads=3), "divisible by kv_heads"),
+    (lambda c: c.local_decoder.update(d_model=64, heads=4), "must equal model.local_encoder.d_model"),
+    (lambda c: c.update(vocab_size=100), "vocab_size must be >= 260"),
+    (lambda c: c.patching.update(mode="bpe"), "unknown patching mode"),
+])
+def test_validation_messages(edit, msg):
+    cfg = model_config()
+    edit(cfg)
+    with pytest.raises(ConfigError, match=msg):
+        validate_model(cfg)
+
+
+def test_export_refuses_what_hf_cannot_express():
+    cfg = model_config()
+    cfg.global_transformer.window = 8
+    with pytest.raises(ConfigError, match="no sliding window in the global transformer"):
+        hf_config_from_model(cfg)
+    cfg = model_config()
+    cfg.local_decoder.window = 7
+    with pytest.raises(ConfigError, match="one local window"):
+        hf_config_from_model(cfg)

@@ -1,0 +1,152 @@
+"""`python -m hybrid_jax.convert`: round trip through the CLI, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+from hf_helpers import hf_logits, random_hf_model, random_ids  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+
+def convert(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "hybrid_jax.convert", *args], capture_output=True,
+                          text=True, env=env)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("hf"))
+    model = random_hf_model("gqa", seed=1, threshold=2.2)
+    model.save_pretrained(d)
+    return d
+
+
+def copy_hf(src, dst, edit_tensors=None, edit_config=None):
+    os.makedirs(dst)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    if edit_config:
+        edit_config(cfg)
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    tensors = load_file(os.path.join(src, "model.safetensors"))
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, os.path.join(dst, "model.safetensors"))
+    return dst
+
+
+def test_cli_round_trip_keeps_logits(hf_dir, tmp_path):
+    work, out = str(tmp_path / "work"), str(tmp_path / "out")
+    r = convert("from-hf", hf_dir, "--out", work)
+    assert r.returncode == 0, r.stderr
+    assert os.path.isdir(os.path.join(work, "checkpoints", "0"))
+    r = convert("to-hf", work, "--out", out, "--torch-bin")
+    assert r.returncode == 0, r.stderr
+    assert {"config.json", "model.safetensors", "pytorch_model.bin"} <= set(os.listdir(out))
+    original = transformers.BltForCausalLM.from_pretrained(hf_dir).eval()
+    exported = transformers.BltForCausalLM.from_pretrained(out).eval()
+    ids = random_ids(3, 2, 33)
+    assert np.abs(hf_logits(original, ids) - hf_logits(exported, ids)).max() <= 1e-4
+    state = torch.load(os.path.join(out, "pytorch_model.bin"))
+    assert set(state) == set(exported.state_dict())
+    # the step directory is accepted too
+    r = convert("to-hf", os.path.join(work, "checkpoints", "0"), "--out", str(tmp_path / "out2"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_to_hf_refuses_non_empty_out_unless_forced(hf_dir, tmp_path):
+    work, out = str(tmp_path / "work"), tmp_path / "out"
+    assert convert("from-hf", hf_dir, "--out", work).returncode == 0
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert_one_line_error(convert("to-hf", work, "--out", str(out)), "not empty", "--force")
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert convert("to-hf", work, "--out", str(out), "--force").returncode == 0
+    assert_one_line_error(convert("from-hf", hf_dir, "--out", work), "not empty")
+
+
+def test_missing_config_and_other_architecture(hf_dir, tmp_path):
+    assert_one_line_error(convert("from-hf", str(tmp_path), "--out", str(tmp_path / "w")), "no config.json")
+    llama = copy_hf(hf_dir, str(tmp_path / "llama"), edit_config=lambda c: c.update(model_type="llama"))
+    assert_one_line_error(convert("from-hf", llama, "--out", str(tmp_path / "w")), "not a BLT config", "llama")
+
+
+def test_tensor_errors_name_the_tensor(hf_dir, tmp_path):
+    key = "model.global_transformer.layers.1.mlp.up_proj.weight"
+    missing = copy_hf(hf_dir, str(tmp_path / "missing"), edit_tensors=lambda t: t.pop(key))
+    assert_one_line_error(convert("from-hf", missing, "--out", str(tmp_path / "w1")), "missing tensor", key)
+    extra = copy_hf(hf_dir, str(tmp_path / "extra"),
+                    edit_tensors=lambda t: t.update({"model.bogus.weight": np.zeros(3, np.float32)}))
+    assert_one_line_error(convert("from-hf", extra, "--out", str(tmp_path / "w2")), "unexpected tensor",
+                          "model.bogus.weight")
+    shaped = copy_hf(hf_dir, str(tmp_path / "shape"),
+                     edit_tensors=lambda t: t.update({key: t[key][:, :-1].copy()}))
+    assert_one_line_error(convert("from-hf", shaped, "--out", str(tmp_path / "w3")), key, "shape")
+    assert not os.path.exists(tmp_path / "w1")
+
+
+def test_corrupt_workdir_and_safetensors(hf_dir, tmp_path):
+    work = str(tmp_path / "work")
+    assert convert("from-hf", hf_dir, "--out", work).returncode == 0
+    with open(os.path.join(work, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["model"]["global_transformer"]["d_model"] = 32
+    with open(os.path.join(work, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    assert_one_line_error(convert("to-hf", work, "--out", str(tmp_path / "o")), "does not match")
+    cfg["model"]["global_transformer"]["wings"] = 2
+    with open(os.path.join(work, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    assert_one_line_error(convert("to-hf", work, "--out", str(tmp_path / "o")), "unknown config key",
+                          "model.global_transformer.wings")
+    assert_one_line_error(convert("to-hf", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")),
+                          "no such directory")
+    cfg["model"]["global_transformer"].pop("wings")
+    cfg["model"]["global_transformer"]["d_model"] = 64
+    with open(os.path.join(work, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    params = os.path.join(work, "checkpoints", "0", "params")
+    for name in os.listdir(params):
+        if name.startswith("_"):
+            os.remove(os.path.join(params, name))
+    assert_one_line_error(convert("to-hf", work, "--out", str(tmp_path / "o")), "corrupt")
+    broken = copy_hf(hf_dir, str(tmp_path / "broken"))
+    with open(os.path.join(broken, "model.safetensors"), "r+b") as f:
+        f.truncate(100)
+    assert_one_line_error(convert("from-hf", broken, "--out", str(tmp_path / "w")), "model.safetensors")
+
+
+def test_from_hf_api_reads_sharded_index(hf_dir, tmp_path):
+    from hybrid_jax.convert import from_hf
+    tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
+    names = sorted(tensors)
+    half = len(names) // 2
+    shards = {"a.safetensors": names[:half], "b.safetensors": names[half:]}
+    d = tmp_path / "sharded"
+    d.mkdir()
+    for file, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(d / file))
+    index = {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    (d / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
+    model, _ = from_hf(str(d))
+    ref, _ = from_hf(hf_dir)
+    ids = jnp.asarray(random_ids(0, 1, 17))
+    assert np.array_equal(np.asarray(model(ids)), np.asarray(ref(ids)))

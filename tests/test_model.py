@@ -1,0 +1,100 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hybrid_jax.config import model_config
+from hybrid_jax.model import BLT
+
+
+def tiny(mode="entropy", **patching):
+    cfg = model_config()
+    cfg.hash.vocab = 101
+    cfg.entropy_model.update(d_model=32, layers=1, heads=2, window=6)
+    cfg.local_encoder.update(d_model=32, layers=1, heads=2, window=5)
+    cfg.local_decoder.update(d_model=32, layers=2, heads=2, window=5)
+    cfg.global_transformer.update(d_model=48, layers=2, heads=4, kv_heads=2)
+    cfg.patching.mode = mode
+    cfg.patching.update(patching)
+    return cfg
+
+
+def ids_batch(seed=0, batch=2, length=24):
+    ids = np.random.default_rng(seed).integers(4, 260, size=(batch, length))
+    ids[:, 0] = 1
+    ids[0, 5:9] = 4 + 32  # spaces, so space patching has work to do
+    return jnp.asarray(ids, jnp.int32)
+
+
+@pytest.mark.parametrize("mode,extra", [("entropy", dict(threshold=5.5)), ("static", dict(patch_size=3)),
+                                        ("space", dict(max_patch_length=4))])
+def test_causal_prefix_logits_do_not_see_future_bytes(mode, extra):
+    model = BLT(tiny(mode, **extra), nnx.Rngs(0))
+    ids = ids_batch()
+    base = np.asarray(model(ids))
+    for t in (3, 11, 20):
+        changed = ids.at[:, t + 1:].set(jnp.asarray(np.random.default_rng(t).integers(4, 260, (2, 23 - t))))
+        np.testing.assert_allclose(np.asarray(model(changed))[:, :t + 1], base[:, :t + 1], atol=1e-5)
+        assert not np.allclose(np.asarray(model(changed))[:, t + 1:], base[:, t + 1:], atol=1e-3)
+
+
+def test_entropy_threshold_gives_mixed_patches():
+    model = BLT(tiny("entropy", threshold=5.5), nnx.Rngs(0))
+    info = model.patch(ids_batch())
+    ent = np.asarray(info.entropies)
+    thr = float(np.median(ent[:, 1:]))
+    model = BLT(tiny("entropy", threshold=thr), nnx.Rngs(0))
+    lengths = np.asarray(model.patch(ids_batch()).lengths)
+    assert len(set(lengths[lengths > 0].tolist())) > 1
+    assert (lengths.sum(axis=1) >= 24).all()
+
+
+def test_jit_matches_eager_and_given_lengths_match_patcher():
+    model = BLT(tiny("entropy", threshold=5.52, max_patch_length=3), nnx.Rngs(1))
+    ids = ids_batch(2)
+    eager = np.asarray(model(ids))
+    jitted = np.asarray(nnx.jit(lambda m, x: m(x))(model, ids))
+    np.testing.assert_allclose(jitted, eager, atol=1e-5)
+    info = model.patch(ids)
+    given = np.asarray(model(ids, patch_lengths=info.lengths))
+    np.testing.assert_allclose(given, eager, atol=1e-6)
+    assert np.asarray(info.lengths).max() <= 3
+
+
+def test_bfloat16_compute_close_to_float32():
+    cfg = tiny("static")
+    f32 = BLT(cfg, nnx.Rngs(0))
+    cfg.dtype = "bfloat16"
+    bf16 = BLT(cfg, nnx.Rngs(0))
+    ids = ids_batch()
+    a, b = np.asarray(f32(ids)), np.asarray(bf16(ids))
+    assert b.dtype == np.float32 and np.isfinite(b).all()
+    assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
+    leaves = jax.tree.leaves(nnx.state(bf16, nnx.Param))
+    assert all(x.dtype == jnp.float32 for x in leaves)
+
+
+def test_gradients_reach_main_model_not_entropy_model():
+    model = BLT(tiny("entropy", threshold=5.5), nnx.Rngs(0))
+    ids = ids_batch()
+
+    def loss(m):
+        logits = m(ids)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1))
+
+    grads = nnx.grad(loss)(model)
+    norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)))
+    assert norm(grads.entropy_model) == 0.0  # patching is discrete
+    for part in ("local_encoder", "global_transformer", "local_decoder", "lm_head"):
+        assert norm(grads[part]) > 0.0, part
+
+
+def test_ids_outside_vocab_raise():
+    model = BLT(tiny("static"), nnx.Rngs(0))
+    with pytest.raises(ValueError, match="token id 260 is outside the vocabulary"):
+        model(jnp.asarray([[1, 260]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(jnp.asarray([[1, -1]]))
+    with pytest.raises(ValueError, match="int32\\[batch, length\\]"):
+        model(jnp.asarray([1, 5]))

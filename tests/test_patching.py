@@ -1,0 +1,80 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_jax import tokenizer
+from hybrid_jax.model import patching
+
+
+def lengths(starts):
+    return np.asarray(patching.info_from_starts(jnp.asarray(starts)).lengths)
+
+
+def test_static_patches_after_lone_bos():
+    s = np.asarray(patching.static_starts(1, 9, 3))[0]
+    assert np.flatnonzero(s).tolist() == [0, 1, 4, 7]
+    assert lengths(s[None])[0].tolist() == [1, 3, 3, 2, 0, 0, 0, 0, 0, 0]
+    # length 10: the last patch is full, so the next byte (position 10) starts a new patch.
+    s = np.asarray(patching.static_starts(1, 10, 3))[0]
+    assert np.flatnonzero(s).tolist() == [0, 1, 4, 7, 10]
+    assert lengths(s[None])[0, :6].tolist() == [1, 3, 3, 3, 1, 0]
+
+
+def test_space_patches_hand_checked():
+    ids = jnp.asarray([tokenizer.encode("ab  cd,e")])
+    s = np.asarray(patching.space_starts(ids))[0]
+    # [BOS] [a b ' '] [' ' c d ,] [e]
+    assert np.flatnonzero(s).tolist() == [0, 1, 4, 8]
+    assert lengths(s[None])[0, :5].tolist() == [1, 3, 4, 1, 0]
+    ids = jnp.asarray([tokenizer.encode("x = 1\n    y")])
+    s = np.asarray(patching.space_starts(ids))[0]
+    pieces = [bytes(tokenizer.ids_to_bytes(np.asarray(ids)[0, a:b])) for a, b in
+              zip(np.flatnonzero(s), list(np.flatnonzero(s)[1:]) + [ids.shape[1]])]
+    # "=" follows a space, so it does not end a patch: punctuation runs stay together
+    assert pieces == [b"", b"x ", b"= 1\n", b"    y"]
+
+
+def test_space_like_bytes():
+    ids = jnp.asarray([[tokenizer.OFFSET + b for b in b" ,\n.aZ09\xc3\xa9"]])
+    got = np.asarray(patching.space_like(ids))[0].tolist()
+    assert got == [True, True, True, True, False, False, False, False, True, False]
+
+
+def test_split_long_patches():
+    s = np.array([[1, 1, 0, 0, 0, 0, 1, 0, 0]], bool)
+    got = np.asarray(patching.split_long(jnp.asarray(s), 2))[0]
+    assert np.flatnonzero(got).tolist() == [0, 1, 3, 5, 6, 8]
+    assert (np.asarray(patching.split_long(jnp.asarray(s), 0)) == s).all()
+
+
+def test_entropy_starts_ignore_first_entropy():
+    ent = jnp.asarray([[9.0, 0.1, 2.0, 0.1, 3.0]])
+    s = np.asarray(patching.entropy_starts(ent, 1.0))[0]
+    # position t >= 2 starts iff entropy[t-1] > 1; entropy[4] > 1 opens position 5 (= length)
+    assert np.flatnonzero(s).tolist() == [0, 1, 3, 5]
+
+
+def test_lengths_roundtrip_and_decoder_ids():
+    s = jnp.asarray([[1, 1, 0, 1, 0, 0, 1, 0]], bool)  # length 7, no boundary after it
+    info = patching.info_from_starts(s)
+    assert np.asarray(info.lengths)[0].tolist() == [1, 2, 3, 1, 0, 0, 0, 0]
+    assert np.asarray(info.ids)[0].tolist() == [0, 1, 1, 2, 2, 2, 3]
+    back = patching.starts_from_lengths(info.lengths, 7)
+    assert (np.asarray(back) == np.asarray(s)).all()
+    # with a boundary after the sequence the last patch covers the next byte, and it round-trips too
+    s2 = s.at[0, 7].set(True)
+    info2 = patching.info_from_starts(s2)
+    assert np.asarray(info2.lengths)[0].tolist() == [1, 2, 3, 1, 1, 0, 0, 0]
+    assert (np.asarray(patching.starts_from_lengths(info2.lengths, 7)) == np.asarray(s2)).all()
+    # byte t reads the patch before the patch of byte t + 1
+    assert np.asarray(patching.decoder_patch_ids(s))[0].tolist() == [0, 0, 1, 1, 1, 2, 2]
+
+
+def test_unknown_mode_raises():
+    from hybrid_jax.config import ConfigError, model_config
+    from hybrid_jax.model import BLT
+    from flax import nnx
+    cfg = model_config()
+    cfg.patching.mode = "bpe"
+    with pytest.raises(ConfigError, match="unknown patching mode 'bpe'"):
+        BLT(cfg, nnx.Rngs(0))
