@@ -41,11 +41,11 @@ def model_with_params(cfg, params: dict) -> BLT:
     """A model of config `cfg` holding `params` (as from `param_tree`)."""
     model = abstract_model(cfg)
     graphdef, state = nnx.split(model, nnx.Param)
-    flat = state.flat_state()
+    flat = nnx.to_flat_state(state)
     values = {tuple(str(p) for p in path): v for path, v in _flatten(params)}
     for path, var in flat:
         var.set_value(values[tuple(str(p) for p in path)])
-    return nnx.merge(graphdef, nnx.State.from_flat_path(flat))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
 def _flatten(tree, prefix=()):

@@ -106,7 +106,7 @@ def test_export_loads_in_hf_with_identical_logits(pair, tmp_path):
     name, hf_ref, imported, _ = pair
     cfg = imported.config.as_configdict()
     model = BLT(cfg, nnx.Rngs(7))
-    for path, var in nnx.state(model, nnx.Param).flat_state():
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         if "norm" in str(path[-2]):
             var.set_value(var.get_value() * (1.0 + 0.2 * np.random.default_rng(len(path)).standard_normal(var.shape)))
     # An entropy threshold at the median of this model's own entropies.
@@ -126,7 +126,7 @@ def test_export_loads_in_hf_with_identical_logits(pair, tmp_path):
         compare(hf, model, random_ids(100 + length, BATCH, length), f"export {name} L={length}")
     # and back: our importer reads our export bit for bit
     back, _ = from_hf(out)
-    for (p1, v1), (p2, v2) in zip(nnx.state(model, nnx.Param).flat_state(), nnx.state(back, nnx.Param).flat_state()):
+    for (p1, v1), (p2, v2) in zip(nnx.to_flat_state(nnx.state(model, nnx.Param)), nnx.to_flat_state(nnx.state(back, nnx.Param))):
         assert p1 == p2 and np.array_equal(np.asarray(v1.get_value()), np.asarray(v2.get_value()))
 
 

@@ -73,7 +73,7 @@ def from_hf(path: str):
     tensors = _read_tensors(path)
     graphdef, state = nnx.split(abstract_model(cfg), nnx.Param)
     params, used = {}, set()
-    for p, var in state.flat_state():
+    for p, var in nnx.to_flat_state(state):
         name, transpose = hf_name(p)
         if name not in tensors:
             raise ConvertError(f"{path}: missing tensor {name}")
@@ -118,7 +118,7 @@ def to_hf(model, config, out_dir: str, force: bool = False, torch_bin: bool = Fa
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise ConvertError(f"{out_dir} is not empty; pass --force (force=True) to overwrite")
     os.makedirs(out_dir, exist_ok=True)
-    arrays = to_hf_arrays(nnx.state(model, nnx.Param).flat_state())
+    arrays = to_hf_arrays(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     written = [os.path.join(out_dir, "config.json"), os.path.join(out_dir, "model.safetensors")]
     with open(written[0], "w") as f:
         json.dump(hf_cfg, f, indent=2)
