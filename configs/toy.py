@@ -1,13 +1,18 @@
 """A CPU-sized BLT (7.7 M parameters, 3.2 M of them in the 4099-row hash tables): the default for
-debugging and `make train`."""
+debugging and `make train` (trains on this Python's standard library sources)."""
 
 import ml_collections
 
-from hybrid_jax.config import model_config
+from hybrid_jax.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    cfg = ml_collections.ConfigDict()
-    cfg.model = model_config()
+    cfg = default_config()
     cfg.model.hash.vocab = 4099
+    cfg.model.patching.max_patches = 128  # seq_len / 2: average patches are ~4 bytes long
+    cfg.model.entropy_model.trained_online = True
+    cfg.data.seq_len = 256
+    cfg.train.update(steps=600, batch_size=8, lr=2e-3, warmup_steps=30, log_every=10)
+    cfg.eval.update(every=200, batches=4, batch_size=8)
+    cfg.checkpoint.update(every=200, keep=2)
     return cfg

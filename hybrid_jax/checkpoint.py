@@ -37,15 +37,22 @@ def _stringify(tree):
     return tree
 
 
+def model_template(cfg):
+    """(graphdef, flat abstract Param state) of the model of config `cfg`."""
+    graphdef, state = nnx.split(abstract_model(cfg), nnx.Param)
+    return graphdef, nnx.to_flat_state(state)
+
+
+def assemble(graphdef, flat_template, params: dict) -> BLT:
+    """A model from a template and a params tree (as from `param_tree`); works on tracers too."""
+    values = {tuple(str(p) for p in path): v for path, v in _flatten(params)}
+    flat = [(path, var.replace(values[tuple(str(p) for p in path)])) for path, var in flat_template]
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
 def model_with_params(cfg, params: dict) -> BLT:
     """A model of config `cfg` holding `params` (as from `param_tree`)."""
-    model = abstract_model(cfg)
-    graphdef, state = nnx.split(model, nnx.Param)
-    flat = nnx.to_flat_state(state)
-    values = {tuple(str(p) for p in path): v for path, v in _flatten(params)}
-    for path, var in flat:
-        var.set_value(values[tuple(str(p) for p in path)])
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+    return assemble(*model_template(cfg), params)
 
 
 def _flatten(tree, prefix=()):
@@ -140,3 +147,29 @@ def load_model(path: str) -> BLT:
         except (ValueError, KeyError, FileNotFoundError, OSError) as e:
             raise CheckpointError(f"{workdir}: step {step} is corrupt or unreadable ({type(e).__name__})") from None
     return model_with_params(cfg, restored["params"])
+
+
+def save_train_state(mngr: ocp.CheckpointManager, step: int, state: dict, meta: dict, force=False) -> bool:
+    """Save params, optimizer state and `meta` (step, seed, data iterator state) as step `step`."""
+    return mngr.save(step, force=force, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        opt_state=ocp.args.StandardSave(state["opt_state"]),
+        meta=ocp.args.JsonSave(meta)))
+
+
+def restore_train_state(mngr: ocp.CheckpointManager, step: int, abstract_state: dict) -> tuple[dict, dict]:
+    """(state, meta) of step `step`, placed with the shardings of `abstract_state`'s leaves
+    (ShapeDtypeStructs with `.sharding`): restoring onto another mesh re-shards."""
+    step_dir = os.path.join(str(mngr.directory), str(step))
+    _check_shapes(step_dir, abstract_state["params"])
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_state["params"]),
+            opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+            meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"{step_dir}: corrupt or incompatible training checkpoint ({type(e).__name__})") from None
+    meta = dict(restored["meta"])
+    state = {"params": restored["params"], "opt_state": restored["opt_state"],
+             "step": abstract_state["step"]}
+    return state, meta

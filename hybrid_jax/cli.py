@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
-                   ImportError, OSError)
+                   ImportError, OSError, FloatingPointError)
 
 
 def run(main, argv=None) -> int:

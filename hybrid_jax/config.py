@@ -31,9 +31,13 @@ def model_config() -> ml_collections.ConfigDict:
         vocab_size=260,
         dtype="float32",  # compute dtype; parameters are always float32
         cross_attn_k=2,
-        patching=dict(mode="entropy", threshold=1.335442066192627, patch_size=4, max_patch_length=0),
+        patching=dict(mode="entropy", threshold=1.335442066192627, patch_size=4, max_patch_length=0,
+                      max_patches=0),
         hash=dict(group_sizes=(3, 4, 5, 6, 7, 8), vocab=50021, n_functions=1),
-        entropy_model=stack_config(128, 2, 4, rope_theta=10000.0, window=512),
+        # trained_online: train the entropy model jointly (auxiliary next-byte loss); init_from: a
+        # workdir or Hugging Face dir whose entropy model initialises (or, frozen, fixes) this one.
+        entropy_model=stack_config(128, 2, 4, rope_theta=10000.0, window=512, trained_online=False,
+                                   init_from=""),
         local_encoder=stack_config(128, 1, 4, window=512, cross_attn_all_layers=False),
         global_transformer=stack_config(256, 4, 8),
         local_decoder=stack_config(128, 2, 4, window=512, cross_attn_all_layers=True),
@@ -62,6 +66,8 @@ def validate_model(cfg) -> None:
     need(p.mode in PATCHING_MODES, f"unknown patching mode {p.mode!r}; expected one of {PATCHING_MODES}")
     need(p.patch_size >= 1, f"model.patching.patch_size must be >= 1, got {p.patch_size}")
     need(p.max_patch_length >= 0, f"model.patching.max_patch_length must be >= 0, got {p.max_patch_length}")
+    need(p.max_patches == 0 or p.max_patches >= 2,
+         f"model.patching.max_patches must be 0 (one per byte) or >= 2, got {p.max_patches}")
     h = cfg.hash
     need(len(h.group_sizes) >= 1 and all(g >= 1 for g in h.group_sizes),
          f"model.hash.group_sizes must be non-empty positive ints, got {h.group_sizes}")
@@ -109,3 +115,49 @@ def model_from_dict(values: dict) -> ml_collections.ConfigDict:
     update_strict(cfg, values, "model.")
     validate_model(cfg)
     return cfg
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The whole tree a training run reads: model, data, train, eval, checkpoint, mesh."""
+    return ml_collections.ConfigDict(dict(
+        seed=0,
+        model=model_config(),
+        # mesh axes; -1 = all remaining devices. data x fsdp x tensor must equal the device count.
+        mesh=dict(data=-1, fsdp=1, tensor=1),
+        data=dict(
+            train="",  # glob of .txt / .jsonl / .array_record files; "" = this Python's stdlib sources
+            eval="",  # held-out glob; "" = a hash-chosen `eval_fraction` of the training documents
+            text_field="text",  # JSONL field holding the document
+            eval_fraction=0.02,
+            seq_len=512,
+        ),
+        train=dict(
+            steps=1000,
+            batch_size=16,  # global, in sequences, per optimizer step
+            grad_accum=1,  # micro-batches per step (batch_size must divide evenly)
+            lr=3e-3, min_lr_ratio=0.1, warmup_steps=50,
+            weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0,
+            est_loss_weight=1.0,  # weight of the entropy model's next-byte loss when trained online
+            log_every=10,
+            peak_tflops=0.0,  # per-device peak for MFU; 0 = look up the device kind
+        ),
+        eval=dict(every=200, batches=8, batch_size=8),
+        checkpoint=dict(every=100, keep=3, async_save=True),
+    ))
+
+
+def validate(cfg) -> None:
+    """Validate a whole training config (model and run settings)."""
+    validate_model(cfg.model)
+    t = cfg.train
+    if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
+        raise ConfigError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by train.grad_accum={t.grad_accum}")
+    if cfg.data.seq_len < 4:
+        raise ConfigError(f"data.seq_len must be >= 4, got {cfg.data.seq_len}")
+    for key in ("every", "batches", "batch_size"):
+        if cfg.eval[key] < 0:
+            raise ConfigError(f"eval.{key} must be >= 0")
+    if cfg.checkpoint.every < 1 or cfg.checkpoint.keep < 1:
+        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 1")

@@ -23,8 +23,10 @@ def test_config_files_validate_and_map_to_hf_and_back(name):
     hf = hf_config_from_model(cfg)
     back = model_config_from_hf(hf)
     assert hf_config_from_model(back) == hf
-    for key in ("patching", "hash", "vocab_size", "cross_attn_k"):
+    for key in ("hash", "vocab_size", "cross_attn_k"):
         assert back[key] == cfg[key]
+    for key in ("mode", "threshold", "patch_size", "max_patch_length"):  # max_patches has no HF field
+        assert back.patching[key] == cfg.patching[key]
     assert back.global_transformer.d_model == cfg.global_transformer.d_model
 
 

@@ -63,7 +63,8 @@ class BLT(nnx.Module):
 
     def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo) -> jax.Array:
         """Logits float32 `[batch, length, vocab]` for given patches."""
-        byte_states, patch_embeds = self.local_encoder(ids, patches.ids)
+        slots = patching.num_slots(self.config.patching, ids.shape[1])
+        byte_states, patch_embeds = self.local_encoder(ids, patches.ids, slots)
         global_states = self.global_transformer(patch_embeds)
         decoder_ids = patching.decoder_patch_ids(patches.starts)
         h = self.local_decoder(byte_states, global_states, decoder_ids)
@@ -72,3 +73,19 @@ class BLT(nnx.Module):
     def __call__(self, ids: jax.Array, patch_lengths: jax.Array | None = None) -> jax.Array:
         ids = jnp.asarray(ids, jnp.int32)
         return self.forward_patches(ids, self.patch(ids, patch_lengths))
+
+    def train_forward(self, ids: jax.Array):
+        """(logits, PatchInfo, entropy-model logits or None) in one pass, for training.
+
+        The entropy model's logits keep their gradient (for its auxiliary loss when trained online);
+        the patch boundaries drawn from them do not.
+        """
+        check_ids(ids, self.config.vocab_size)
+        p = self.config.patching
+        entropy_logits = entropies = None
+        if p.mode == "entropy" or self.config.entropy_model.trained_online:
+            entropy_logits = self.entropy_model(ids)
+            entropies = patching.entropies_from_logits(jax.lax.stop_gradient(entropy_logits))
+        starts = patching.compute_starts(p, ids, entropies)
+        info = patching.info_from_starts(starts, entropies)
+        return self.forward_patches(ids, info), info, entropy_logits

@@ -32,7 +32,7 @@ def patch_query_mask(patch_ids: jax.Array, num_patches: int, k: int) -> jax.Arra
 
 class LocalEncoder(nnx.Module):
     """ids `[batch, length]`, patch_ids `[batch, length]` -> byte states `[batch, length, d_local]` and
-    patch embeddings `[batch, length, cross_attn_k * d_local]` (one slot per possible patch)."""
+    patch embeddings `[batch, slots, cross_attn_k * d_local]` (slots: static patch capacity)."""
 
     def __init__(self, cfg, dtype, rngs: nnx.Rngs):
         enc = cfg.local_encoder
@@ -51,19 +51,20 @@ class LocalEncoder(nnx.Module):
         rows = hash_table_ids(ids, self.hash.group_sizes, self.hash.n_functions, self.hash.vocab)
         return self.embed_tokens(ids) + self.hash_embed(rows).sum(axis=0)
 
-    def __call__(self, ids: jax.Array, patch_ids: jax.Array):
+    def __call__(self, ids: jax.Array, patch_ids: jax.Array, slots: int | None = None):
         b, n = ids.shape
+        slots = slots or n
         x = self.embed(ids)
         mask, cos, sin = attention_inputs(self.stack, positions_for(x))
-        cross_mask = patch_query_mask(patch_ids, n, self.k)
+        cross_mask = patch_query_mask(patch_ids, slots, self.k)
         patches = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, cos, sin)
             if i == last or self.stack.cross_attn_all_layers:
                 # Every cross-attending layer starts again from the max-pooled bytes (as released BLT).
-                queries = self.patch_embedding_projection(patch_reduce_max(x, patch_ids, n))
-                queries = queries.reshape(b, n * self.k, -1)
+                queries = self.patch_embedding_projection(patch_reduce_max(x, patch_ids, slots))
+                queries = queries.reshape(b, slots * self.k, -1)
                 cross = self.cross_attn_layers[i if self.stack.cross_attn_all_layers else 0]
                 patches = queries + cross(queries, x, cross_mask)
-        return x, patches.reshape(b, n, -1)
+        return x, patches.reshape(b, slots, -1)

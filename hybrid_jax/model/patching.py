@@ -13,7 +13,9 @@ Modes:
 - `space`: a patch ends at a space-like byte (ASCII that is not a letter or digit, or a UTF-8 lead byte)
   that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
   (further spaces of a run open the next patch, as indentation opens a line of code).
-Then `max_patch_length > 0` splits longer patches into pieces of at most that many bytes.
+Then `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
+`max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
+bounds the global transformer's work at `max_patches` positions instead of one per byte.
 """
 
 from __future__ import annotations
@@ -143,4 +145,16 @@ def compute_starts(patching, ids: jax.Array, entropies: jax.Array | None) -> jax
         starts = space_starts(ids)
     else:
         raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
-    return split_long(starts, patching.max_patch_length)
+    return cap_patches(split_long(starts, patching.max_patch_length), patching.max_patches)
+
+
+def cap_patches(starts: jax.Array, max_patches: int) -> jax.Array:
+    """Drop starts after the first `max_patches` (0 = no cap). starts `[batch, n]` -> `[batch, n]`."""
+    if not max_patches:
+        return starts
+    return starts & (jnp.cumsum(starts.astype(jnp.int32), axis=1) <= max_patches)
+
+
+def num_slots(patching, length: int) -> int:
+    """Static number of patch positions the model computes for `length` bytes."""
+    return min(patching.max_patches, length) if patching.max_patches else length

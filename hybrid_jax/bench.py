@@ -1,0 +1,164 @@
+"""`python -m hybrid_jax.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf] [--json]`
+
+Steady-state train-step speed: compile time, step time (median of `--steps` timed steps after
+`--warmup`), bytes/s, model TFLOP/s and MFU (FLOPs from `hybrid_jax.flops`, peak per device kind or
+`train.peak_tflops`). `--compare_hf` also times Hugging Face `BltForCausalLM` (torch, same config, same
+batch, AdamW, float32) in the same process and prints the ratio. The batch is random bytes, so data
+loading is not timed. Needs torch + transformers only for `--compare_hf`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from hybrid_jax import cli
+from hybrid_jax.config import ConfigError, validate
+
+
+def parse(argv):
+    """(config, options) from `train --config FILE [--config.a.b=v ...] [--steps N ...]`."""
+    argv = list(argv)
+    if len(argv) < 2 or argv[1] != "train":
+        raise ConfigError("usage: python -m hybrid_jax.bench train --config FILE [--compare_hf] [--json]")
+    argv = [argv[0]] + argv[2:]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Python config file.", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    flags.DEFINE_integer("steps", 5, "timed steps", flag_values=fv)
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", flag_values=fv)
+    flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    except (AttributeError, KeyError) as e:
+        raise ConfigError(f"unknown config key {str(e)}") from None
+    if fv.config is None:
+        raise ConfigError("--config is required")
+    if fv.steps < 1 or fv.warmup < 0:
+        raise ConfigError("--steps must be >= 1 and --warmup >= 0")
+    return fv.config, fv
+
+
+def random_batch(cfg, seed: int = 0) -> np.ndarray:
+    """int32 `[batch, seq_len + 1]`: BOS then random printable-ASCII byte ids."""
+    rng = np.random.default_rng(seed)
+    t = cfg.train
+    batch = rng.integers(32 + 4, 127 + 4, size=(t.batch_size, cfg.data.seq_len + 1), dtype=np.int32)
+    batch[:, 0] = 1
+    return batch
+
+
+def timed(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
+    """(first-call seconds, per-step seconds of `steps` calls after `warmup` more); fn blocks."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
+def bench_jax(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
+    from hybrid_jax.flops import flops_per_sequence, peak_tflops
+    from hybrid_jax.sharding import make_mesh
+    from hybrid_jax.step import compile_steps, initial_state
+
+    mesh = make_mesh(cfg.mesh)
+    s = compile_steps(cfg, mesh)
+    state = [initial_state(cfg, s)]
+    x = jax.device_put(batch, s.batch_sharding)
+
+    t0 = time.perf_counter()
+    compiled = s.train.lower(state[0], x).compile()
+    compile_s = time.perf_counter() - t0
+
+    def step():
+        state[0], m = compiled(state[0], x)
+        jax.block_until_ready(m)
+    _, times = timed(step, steps, warmup)
+    dt = statistics.median(times)
+    flops = flops_per_sequence(cfg.model, cfg.data.seq_len) * batch.shape[0]
+    peak = peak_tflops(jax.devices()[0].device_kind, cfg.train.peak_tflops)
+    mem = compiled.memory_analysis()
+    peak_bytes = None
+    if mem is not None:
+        peak_bytes = int(getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "argument_size_in_bytes", 0)
+                         + getattr(mem, "output_size_in_bytes", 0) - getattr(mem, "alias_size_in_bytes", 0))
+    return {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt,
+            "tflops": flops / dt / 1e12, "mfu": flops / dt / (peak * 1e12 * mesh.size) if peak else None,
+            "compile_s": compile_s, "peak_memory_bytes_per_device": peak_bytes,
+            "device": jax.devices()[0].device_kind, "devices": mesh.size}
+
+
+def bench_hf(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
+    """The same train step in Hugging Face `BltForCausalLM` (torch eager, float32, AdamW)."""
+    import torch
+    from transformers import BltConfig, BltForCausalLM
+
+    from hybrid_jax.convert.hf_config import hf_config_from_model
+
+    torch.manual_seed(cfg.seed)
+    hf_cfg = hf_config_from_model(cfg.model)
+    model = BltForCausalLM(BltConfig(**{k: v for k, v in hf_cfg.items() if k != "architectures"}))
+    model.train()
+    t = cfg.train
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps,
+                            weight_decay=t.weight_decay)
+    ids = torch.from_numpy(batch[:, :-1].astype(np.int64))
+    labels = torch.from_numpy(batch[:, 1:].astype(np.int64))
+
+    def step():
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+        opt.step()
+    first, times = timed(step, steps, warmup)
+    dt = statistics.median(times)
+    return {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt, "first_step_s": first,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    cfg, opts = parse(sys.argv if argv is None else argv)
+    validate(cfg)
+    batch = random_batch(cfg)
+    result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
+                         "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode},
+              "jax": bench_jax(cfg, batch, opts.steps, opts.warmup)}
+    if opts.compare_hf:
+        result["hf"] = bench_hf(cfg, batch, opts.steps, opts.warmup)
+        result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
+    if opts.json:
+        print(json.dumps(result))
+    else:
+        j = result["jax"]
+        mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"
+        print(f"hybrid_jax: {j['bytes_per_sec']:,.0f} bytes/s, step {j['step_time'] * 1e3:.1f} ms, "
+              f"{j['tflops']:.3f} TFLOP/s, MFU {mfu}, compile {j['compile_s']:.1f} s on {j['devices']} x {j['device']}")
+        if "hf" in result:
+            h = result["hf"]
+            print(f"Hugging Face (torch {h['torch']}, {h['threads']} threads): {h['bytes_per_sec']:,.0f} bytes/s, "
+                  f"step {h['step_time'] * 1e3:.1f} ms")
+            print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,76 @@
+"""Documents from disk: text files, JSONL (one document per line), ArrayRecord (one per record), or the
+default corpus, this Python's own standard-library sources (present and identical on every machine with
+the same Python version, so no download is ever needed)."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import sysconfig
+from typing import Iterator
+
+
+class DataError(ValueError):
+    """Data is missing, empty or unreadable."""
+
+
+def stdlib_files() -> list[str]:
+    """Sorted `.py` files of the standard library (third-party site-packages excluded)."""
+    root = sysconfig.get_paths()["stdlib"]
+    files = glob.glob(os.path.join(root, "**", "*.py"), recursive=True)
+    return sorted(f for f in files if "site-packages" not in f and "dist-packages" not in f)
+
+
+def resolve(pattern: str) -> list[str]:
+    """Files matching a glob (`**` recurses); none → DataError naming the pattern."""
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+    if not files:
+        raise DataError(f"no files match {pattern!r}")
+    return files
+
+
+def _jsonl(path: str, field: str) -> Iterator[bytes]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{path}:{n}: not a JSON object with a {field!r} string field") from None
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{n}: field {field!r} is not a string")
+            yield text.encode("utf-8")
+
+
+def _array_record(path: str) -> Iterator[bytes]:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    reader = ArrayRecordReader(path)
+    try:
+        for i in range(reader.num_records()):
+            yield reader.read([i])[0]
+    finally:
+        reader.close()
+
+
+def documents(path: str, text_field: str = "text") -> Iterator[bytes]:
+    """The documents of one file, as UTF-8 bytes."""
+    try:
+        if path.endswith((".jsonl", ".json")):
+            yield from _jsonl(path, text_field)
+        elif path.endswith(".array_record") or ".array_record-" in path:
+            yield from _array_record(path)
+        else:
+            with open(path, "rb") as f:
+                yield f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def held_out(key: str, fraction: float) -> bool:
+    """A stable pseudo-random choice of about `fraction` of keys (md5 of the key)."""
+    digest = int(hashlib.md5(key.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < fraction

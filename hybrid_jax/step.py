@@ -1,0 +1,123 @@
+"""The jitted train and eval steps, as pure functions of a state dict.
+
+State: `{"params": nested dict, "opt_state": optax state, "step": int32}`. A batch is int32
+`[batch, seq_len + 1]` (inputs `[:, :-1]`, next-byte targets `[:, 1:]`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hybrid_jax.checkpoint import abstract_model, assemble, model_template, param_tree
+from hybrid_jax.model import BLT
+from hybrid_jax.optim import optimizer
+from hybrid_jax.sharding import batch_sharding, param_shardings, state_shardings
+
+LN2 = math.log(2.0)
+
+
+def losses(model, batch, est_weight: float, trained_online: bool):
+    """(total loss, metrics) for one batch: next-byte CE (+ weighted entropy-model CE)."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits, info, entropy_logits = model.train_forward(inputs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    est = jnp.zeros((), jnp.float32)
+    if trained_online:
+        est = optax.softmax_cross_entropy_with_integer_labels(entropy_logits, targets).mean()
+    patches = info.starts[:, :-1].sum(axis=1).astype(jnp.float32)
+    metrics = {"loss": ce, "est_loss": est, "avg_patch_len": inputs.shape[1] / patches.mean()}
+    return ce + est_weight * est, metrics
+
+
+def make_train_step(graphdef, template, tx, cfg):
+    """step(state, batch) -> (state, metrics); gradient accumulation over `train.grad_accum` slices."""
+    accum = cfg.train.grad_accum
+    weight, online = cfg.train.est_loss_weight, cfg.model.entropy_model.trained_online
+
+    def loss_fn(params, micro):
+        return losses(assemble(graphdef, template, params), micro, weight, online)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state, batch):
+        params = state["params"]
+        micro = batch.reshape(accum, batch.shape[0] // accum, batch.shape[1])
+
+        def body(carry, mb):
+            (_, m), g = grad_fn(params, mb)
+            return jax.tree.map(jnp.add, carry, (g, m)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        zero_m = {k: jnp.zeros((), jnp.float32) for k in ("loss", "est_loss", "avg_patch_len")}
+        (grads, metrics), _ = jax.lax.scan(body, (zeros, zero_m), micro)
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        metrics = {k: v / accum for k, v in metrics.items()}
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+               "step": state["step"] + 1}
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["bpb"] = metrics["loss"] / LN2
+        return new, metrics
+    return step
+
+
+def eval_sums(model, batch, mask=None):
+    """(sum of next-byte CE in nats, bytes counted, patches) over the bytes where `mask` `[batch, seq_len]`
+    is 1 (default: all). batch int32 `[batch, seq_len + 1]`."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    mask = jnp.ones(targets.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    logits, info, _ = model.train_forward(inputs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return (ce * mask).sum(), mask.sum(), (info.starts[:, :-1] * mask).sum()
+
+
+def make_eval_step(graphdef, template):
+    """eval_step(params, batch) -> `eval_sums` over the whole batch."""
+    def eval_step(params, batch):
+        return eval_sums(assemble(graphdef, template, params), batch)
+    return eval_step
+
+
+class Steps(NamedTuple):
+    """The jitted steps of a config on a mesh, with the shardings and shapes of their state."""
+    train: Callable  # (state, batch) -> (state, metrics); donates state
+    eval: Callable  # (params, batch) -> (nll sum, bytes, patches)
+    tx: optax.GradientTransformation
+    state_shardings: dict  # {"params", "opt_state", "step"} -> NamedSharding trees
+    batch_sharding: NamedSharding
+    abstract: dict  # {"params", "opt_state"} -> ShapeDtypeStruct trees carrying their shardings
+
+
+def compile_steps(cfg, mesh: Mesh) -> Steps:
+    """Train and eval steps under `jax.jit` with explicit in/out shardings (compiled on first call)."""
+    graphdef, template = model_template(cfg.model)
+    params = param_tree(abstract_model(cfg.model))
+    tx = optimizer(cfg)
+    opt_state = jax.eval_shape(tx.init, params)
+    p_sh = param_shardings(params, mesh)
+    o_sh = state_shardings(opt_state, p_sh, mesh)
+    replicated = NamedSharding(mesh, P())
+    state_sh = {"params": p_sh, "opt_state": o_sh, "step": replicated}
+    b_sh = batch_sharding(mesh)
+    train = jax.jit(make_train_step(graphdef, template, tx, cfg), in_shardings=(state_sh, b_sh),
+                    out_shardings=(state_sh, replicated), donate_argnums=0)
+    evaluate = jax.jit(make_eval_step(graphdef, template), in_shardings=(p_sh, b_sh))
+    abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                            {"params": params, "opt_state": opt_state}, {"params": p_sh, "opt_state": o_sh})
+    return Steps(train, evaluate, tx, state_sh, b_sh, abstract)
+
+
+def initial_state(cfg, steps: Steps, params: Any = None) -> dict:
+    """A fresh sharded state: `params` (default: initialised from `cfg.seed`), zero optimizer state."""
+    sh = steps.state_shardings
+    if params is None:
+        params = jax.jit(lambda: param_tree(BLT(cfg.model, nnx.Rngs(cfg.seed))), out_shardings=sh["params"])()
+    return {"params": params, "opt_state": jax.jit(steps.tx.init, out_shardings=sh["opt_state"])(params),
+            "step": jax.device_put(jnp.int32(0), sh["step"])}

@@ -1,0 +1,228 @@
+"""`python -m hybrid_jax.train --config configs/toy.py --workdir DIR [--config.a.b=value ...]`
+
+Builds the mesh, the sharded state and the grain pipeline, then trains with periodic evaluation and
+Orbax checkpoints; re-running the same command resumes from the latest checkpoint. SIGTERM / SIGINT
+save a checkpoint and exit cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import flags
+from jax.sharding import NamedSharding
+from ml_collections import config_flags
+
+from hybrid_jax import cli, distributed
+from hybrid_jax.checkpoint import CheckpointError, manager, param_tree, restore_train_state, save_train_state
+from hybrid_jax.config import ConfigError, validate
+from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
+from hybrid_jax.flops import flops_per_sequence, peak_tflops
+from hybrid_jax.metrics import MetricsWriter, Progress
+from hybrid_jax.optim import learning_rate
+from hybrid_jax.sharding import make_mesh
+from hybrid_jax.step import LN2, Steps, compile_steps, initial_state
+
+
+def parse(argv):
+    """(config, workdir, coordinator, num_processes, process_id) from the command line."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Python config file (get_config()).", flag_values=fv,
+                                    lock_config=True, sys_argv=list(argv))
+    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
+    flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
+    flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.", flag_values=fv)
+    flags.DEFINE_integer("process_id", 0, "This process's index.", flag_values=fv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
+        key = str(e).strip("\"' ").split("'")[0]
+        paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
+        bad = next((p for p in paths if key in p.split(".")), key)
+        raise ConfigError(f"unknown config key {bad!r}") from None
+    if fv.config is None:
+        raise ConfigError("--config is required (e.g. --config configs/toy.py)")
+    if not fv.workdir:
+        raise ConfigError("--workdir is required")
+    return fv.config, fv.workdir, fv.coordinator, fv.num_processes, fv.process_id
+
+
+def local_rows(sharding: NamedSharding, shape: tuple) -> slice:
+    """The contiguous block of batch rows this process's devices hold."""
+    idx = sharding.addressable_devices_indices_map(shape).values()
+    starts = sorted({(s[0].start or 0) for s in idx})
+    stops = sorted({(s[0].stop if s[0].stop is not None else shape[0]) for s in idx})
+    lo, hi = starts[0], stops[-1]
+    covered = sum(b - a for a, b in sorted(set(zip(starts, stops))))
+    if covered != hi - lo:
+        raise ConfigError("this mesh gives a process non-contiguous batch rows; put data/fsdp first")
+    return slice(lo, hi)
+
+
+def _check_workdir_config(workdir: str, cfg) -> None:
+    """Refuse to resume a workdir whose stored model config differs (nothing is deleted)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        stored = json.load(f).get("model", {})
+    now = json.loads(json.dumps(cfg.model.to_dict()))
+    diff = _first_difference(stored, now, "model")
+    if diff:
+        raise CheckpointError(f"{workdir} holds a run with a different model config ({diff}); "
+                              "use another --workdir")
+
+
+def _first_difference(a, b, prefix):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+            if d:
+                return d
+        return ""
+    return "" if a == b else f"{prefix}: stored {a!r}, now {b!r}"
+
+
+def _write_config(workdir: str, cfg) -> None:
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+
+
+def entropy_donor(cfg, params, shardings):
+    """`params` with the entropy model replaced by the one in `model.entropy_model.init_from`, if set."""
+    src = cfg.model.entropy_model.init_from
+    if not src:
+        return params
+    from hybrid_jax.loading import load_any
+    donor = param_tree(load_any(src))["entropy_model"]
+    if jax.tree.map(jnp.shape, donor) != jax.tree.map(jnp.shape, params["entropy_model"]):
+        raise ConfigError(f"model.entropy_model.init_from={src}: its entropy model has other shapes "
+                          "than model.entropy_model")
+    return {**params, "entropy_model": jax.device_put(donor, shardings["entropy_model"])}
+
+
+def start_or_resume(cfg, workdir: str, steps: Steps, mngr, data_iter) -> tuple[dict, int]:
+    """(state, first step): a fresh state, or the latest checkpoint's (data iterator restored too)."""
+    _check_workdir_config(workdir, cfg)
+    start = mngr.latest_step()
+    if start is None:
+        state = initial_state(cfg, steps)  # Adam moments start at zero whatever the params: swap after
+        state["params"] = entropy_donor(cfg, state["params"], steps.state_shardings["params"])
+        start = 0
+    else:
+        state, meta = restore_train_state(mngr, start, {**steps.abstract, "step": None})
+        state["step"] = jax.device_put(jnp.int32(start), steps.state_shardings["step"])
+        data_iter.set_state(meta["data"])
+    _write_config(workdir, cfg)
+    return state, start
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT so the loop can checkpoint and exit between steps."""
+
+    def __init__(self):
+        self.set = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+
+def train(cfg, workdir: str, devices=None) -> list[dict]:
+    """Run (or resume) training on `devices` (default: all); returns the logged metric rows of this run."""
+    validate(cfg)
+    mesh = make_mesh(cfg.mesh, devices)
+    t, seq = cfg.train, cfg.data.seq_len
+    train_stream, eval_stream = streams(cfg.data)
+    steps = compile_steps(cfg, mesh)
+    b_sh, shape = steps.batch_sharding, (t.batch_size, seq + 1)
+    data_iter = iter(train_dataset(train_stream, seq, t.batch_size, cfg.seed, local_rows(b_sh, shape))
+                     .to_iter_dataset())
+    evals = eval_batches(eval_stream, seq, cfg.eval.batch_size, cfg.eval.batches,
+                         local_rows(b_sh, (cfg.eval.batch_size, seq + 1))) if cfg.eval.every else []
+    mngr = manager(workdir, save_interval_steps=cfg.checkpoint.every, max_to_keep=cfg.checkpoint.keep,
+                   enable_async_checkpointing=cfg.checkpoint.async_save)
+    state, start = start_or_resume(cfg, workdir, steps, mngr, data_iter)
+    step_fn, eval_fn = steps.train, steps.eval
+
+    main = jax.process_index() == 0
+    writer = MetricsWriter(workdir, main)
+    progress = Progress(t.steps, main)
+    stop = StopFlag()
+    lr = learning_rate(t)
+    flops = flops_per_sequence(cfg.model, seq) * t.batch_size
+    peak = peak_tflops(jax.devices()[0].device_kind, t.peak_tflops)
+    rows, last_time, last_step = [], time.time(), start
+    if main and start:
+        print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+    for step in range(start, t.steps):
+        batch = jax.make_array_from_process_local_data(b_sh, next(data_iter), shape)
+        state, m = step_fn(state, batch)
+        s = step + 1
+        if s % t.log_every == 0 or s == t.steps or stop.set:
+            m = jax.device_get(m)
+            now = time.time()
+            dt = (now - last_time) / max(s - last_step, 1)
+            last_time, last_step = now, s
+            row = {k: float(v) for k, v in m.items()}
+            row.update(lr=float(lr(step)), bytes_per_sec=t.batch_size * seq / dt, step_time=dt,
+                       mfu=(flops / dt / (peak * 1e12 * mesh.size)) if peak else None)
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss is {row['loss']} at step {s}")
+            rows.append({"step": s, **row})
+            writer.write(s, row)
+            progress.update(s, row["loss"], row["bytes_per_sec"], start)
+        if evals and (s % cfg.eval.every == 0 or s == t.steps):
+            row = evaluate(eval_fn, state["params"], evals, b_sh)
+            rows.append({"step": s, **row})
+            writer.write(s, row)
+        save_train_state(mngr, s, state, {"step": s, "seed": cfg.seed, "data": data_iter.get_state()},
+                         force=stop.set or s == t.steps)
+        if stop.set:
+            if main:
+                print(f"\nstopped by signal at step {s}; checkpoint saved", file=sys.stderr)
+            break
+    mngr.wait_until_finished()
+    mngr.close()
+    progress.close()
+    writer.close()
+    return rows
+
+
+def evaluate(eval_fn, params, batches, b_sh) -> dict:
+    """Held-out bits per byte and average patch length over fixed batches."""
+    total = count = patches = 0.0
+    for local in batches:
+        shape = (local.shape[0] * jax.process_count(), local.shape[1])
+        nll, n, p = jax.device_get(eval_fn(params, jax.make_array_from_process_local_data(b_sh, local, shape)))
+        total, count, patches = total + float(nll), count + float(n), patches + float(p)
+    return {"eval_bpb": total / count / LN2, "eval_avg_patch_len": count / max(patches, 1.0)}
+
+
+def main(argv=None) -> int:
+    cfg, workdir, coordinator, nproc, pid = parse(argv if argv is not None else sys.argv)
+    distributed.initialize(coordinator, nproc, pid)
+    rows = train(cfg, workdir)
+    if jax.process_index() == 0:
+        last = [r for r in rows if "loss" in r]
+        ev = [r for r in rows if "eval_bpb" in r]
+        if last:
+            print(f"step {last[-1]['step']}: loss {last[-1]['loss']:.4f}, bpb {last[-1]['bpb']:.4f}"
+                  + (f", held-out bpb {ev[-1]['eval_bpb']:.4f}" if ev else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

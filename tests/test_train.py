@@ -1,0 +1,207 @@
+"""Training: sharded == single device, multi-process == single process, exact kill/resume, re-sharding
+on restore, the online entropy estimator, `evaluate bpb`, and one-line errors for bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from hybrid_jax import cli, evaluate
+from hybrid_jax import train as train_cli
+from hybrid_jax.checkpoint import abstract_model, param_tree
+from hybrid_jax.metrics import read_metrics
+from hybrid_jax.sharding import make_mesh, param_shardings
+from hybrid_jax.train import train
+from train_helpers import losses, tiny_config, write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def eight_device_run(corpus, tmp_path_factory):
+    """(workdir, rows) of 6 steps on a 2 data x 2 fsdp x 2 tensor mesh, checkpoints at steps 3 and 6."""
+    workdir = str(tmp_path_factory.mktemp("mesh8"))
+    cfg = tiny_config(corpus, mesh=(2, 2, 2))
+    cfg.checkpoint.every = 3
+    return workdir, train(cfg, workdir)
+
+
+def one_device(corpus, workdir, **overrides):
+    return train(tiny_config(corpus, **overrides), workdir, devices=jax.devices()[:1])
+
+
+def assert_close(a, b, tol=TOL):
+    assert len(a) == len(b) and len(a) > 0
+    assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= tol, (a, b)
+
+
+def test_mesh_shards_every_axis(corpus):
+    mesh = make_mesh(tiny_config(corpus, mesh=(2, 2, 2)).mesh)
+    shardings = param_shardings(param_tree(abstract_model(tiny_config(corpus).model)), mesh)
+    used = {ax for s in jax.tree.leaves(shardings) for ax in s.spec if ax}
+    assert {"fsdp", "tensor"} <= used
+    q = shardings["global_transformer"]["layers"]["0"]["self_attn"]["q_proj"]["kernel"]
+    assert tuple(q.spec) == ("fsdp", "tensor")
+
+
+def test_eight_device_mesh_equals_one_device(eight_device_run, corpus, tmp_path):
+    _, rows8 = eight_device_run
+    rows1 = one_device(corpus, str(tmp_path / "one"))
+    assert_close(losses(rows8), losses(rows1))
+    assert_close([r["grad_norm"] for r in rows8], [r["grad_norm"] for r in rows1])
+    assert losses(rows1)[-1] < losses(rows1)[0]
+
+
+def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
+    a = one_device(corpus, str(tmp_path / "a"), steps=3)
+    b = one_device(corpus, str(tmp_path / "b"), steps=3, grad_accum=4)
+    assert_close(losses(a), losses(b))
+
+
+def test_two_processes_equal_one_process(eight_device_run, corpus, tmp_path):
+    workdir = str(tmp_path / "mp")
+    cmd = [sys.executable, "-m", "hybrid_jax.launch.local", "--processes", "2", "--devices_per_process", "4",
+           "--", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
+           f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2",
+           "--config.mesh.tensor=2", "--config.checkpoint.every=3"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_close(losses(read_metrics(workdir)), losses(eight_device_run[1]))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+
+
+def test_restore_onto_another_mesh(eight_device_run, corpus, tmp_path):
+    src, rows8 = eight_device_run
+    workdir = str(tmp_path / "reshard")
+    shutil.copytree(src, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # as if the 8-device run stopped at step 3
+    rows = one_device(corpus, workdir)
+    assert [r["step"] for r in rows] == [4, 5, 6]
+    assert_close(losses(rows), losses(rows8)[3:])
+
+
+def train_command(workdir, corpus, *overrides):
+    return [sys.executable, "-m", "hybrid_jax.train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+            "--workdir", workdir, f"--config.data.train={corpus}", *overrides]
+
+
+ONE_DEVICE = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def test_kill_during_run_then_resume_is_exact(corpus, tmp_path):
+    """40 uninterrupted steps vs. `kill -9` after the step-20 checkpoint and a re-run: same losses."""
+    overrides = ["--config.train.steps=40", "--config.train.batch_size=32", "--config.data.seq_len=128",
+                 "--config.checkpoint.every=20", "--config.checkpoint.async_save=True"]
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    subprocess.run(train_command(full, corpus, *overrides), env=ONE_DEVICE, cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    proc = subprocess.Popen(train_command(killed, corpus, *overrides), env=ONE_DEVICE, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    step20 = os.path.join(killed, "checkpoints", "20")
+    deadline = time.time() + 240
+    while not os.path.isdir(step20) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert max(r["step"] for r in read_metrics(killed)) < 40
+    # A save cut off half-way leaves a temporary directory; resuming must ignore it.
+    partial = os.path.join(killed, "checkpoints", "39.orbax-checkpoint-tmp-1")
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, "junk"), "w") as f:
+        f.write("partial")
+    r = subprocess.run(train_command(killed, corpus, *overrides), env=ONE_DEVICE, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resumed from step 20" in r.stderr, r.stderr[-2000:]
+    rows_full, rows_resumed = read_metrics(full), read_metrics(killed)
+    assert [r["step"] for r in rows_resumed] == list(range(1, 41))
+    assert losses(rows_resumed)[20:] == losses(rows_full)[20:]  # bit-identical
+    # The estimator is trained online: its loss falls.
+    est = [r["est_loss"] for r in rows_full]
+    assert np.mean(est[-5:]) < np.mean(est[:5]) - 0.5
+
+
+def test_sigterm_saves_and_exits_cleanly(corpus, tmp_path):
+    workdir = str(tmp_path / "term")
+    proc = subprocess.Popen(train_command(workdir, corpus, "--config.train.steps=100000"), env=ONE_DEVICE, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 240
+    while not (os.path.isfile(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    steps = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))]
+    assert "checkpoint saved" in err and max(steps) == max(r["step"] for r in read_metrics(workdir))
+
+
+def run_main(capsys, module, *args):
+    rc = cli.run(module.main, list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, fragment):
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["--config.mesh.data=3"], "3 devices, but 8 are available"),
+    (["--config.mesh.data=-1", "--config.mesh.fsdp=-1"], "at most one -1"),
+    (["--config.train.no_such_key=1"], "unknown config key"),
+    (["--config.train.steps=many"], "invalid literal"),
+    (["--config.train.batch_size=6", "--config.train.grad_accum=4"], "divisible by train.grad_accum"),
+    (["--config.data.train=/nonexistent/**/*.txt"], "no files match '/nonexistent/**/*.txt'"),
+])
+def test_bad_input_is_one_line_exit_2(overrides, fragment, corpus, tmp_path, capsys):
+    args = ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
+            f"--config.data.train={corpus}", *overrides]
+    rc, _, err = run_main(capsys, train_cli, *args)
+    assert_one_line_error(rc, err, fragment)
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(eight_device_run, corpus, tmp_path, capsys):
+    workdir = str(tmp_path / "other")
+    shutil.copytree(eight_device_run[0], workdir)
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    rc, _, err = run_main(capsys, train_cli, "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                          "--workdir", workdir, f"--config.data.train={corpus}",
+                          "--config.model.global_transformer.d_model=128")
+    assert_one_line_error(rc, err, "different model config (model.global_transformer.d_model")
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_evaluate_bpb(eight_device_run, corpus, capsys):
+    workdir, rows = eight_device_run
+    rc, out, _ = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", corpus, "--json",
+                          "--limit_bytes", "1000")
+    result = json.loads(out)
+    assert rc == 0 and result["bytes"] == 1000
+    assert abs(result["bpb"] - rows[-1]["bpb"]) < 0.5  # held-in text: near the training loss
+    assert 1.0 <= result["avg_patch_len"] <= 6.0  # max_patch_length 6
+    rc, out, _ = run_main(capsys, evaluate, "bpb", "--ckpt", os.path.join(workdir, "checkpoints", "3"),
+                          "--data", corpus, "--json", "--limit_bytes", "1000")
+    assert rc == 0 and json.loads(out)["bpb"] > result["bpb"]  # the earlier step is worse
+    rc, _, err = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", "/nonexistent/*.txt")
+    assert_one_line_error(rc, err, "no files match")
+
+
+def test_windows_score_every_byte_once():
+    stream = np.arange(1, 12, dtype=np.int32)
+    batch, mask = evaluate.windows(stream, 4)
+    targets = batch[:, 1:][mask > 0]
+    assert targets.tolist() == stream[1:].tolist()
