@@ -17,7 +17,6 @@ import time
 import jax
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
 from hybrid_jax import cli
 from hybrid_jax.config import ConfigError, validate
@@ -28,22 +27,12 @@ def parse(argv):
     argv = list(argv)
     if len(argv) < 2 or argv[1] != "train":
         raise ConfigError("usage: python -m hybrid_jax.bench train --config FILE [--compare_hf] [--json]")
-    argv = [argv[0]] + argv[2:]
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Python config file.", flag_values=fv, lock_config=True,
-                                    sys_argv=argv)
-    flags.DEFINE_integer("steps", 5, "timed steps", flag_values=fv)
-    flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", flag_values=fv)
-    flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
-    flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
-    try:
-        fv(argv)
-    except flags.Error as e:
-        raise ConfigError(str(e).strip().splitlines()[0]) from None
-    except (AttributeError, KeyError) as e:
-        raise ConfigError(f"unknown config key {str(e)}") from None
-    if fv.config is None:
-        raise ConfigError("--config is required")
+    def define(fv):
+        flags.DEFINE_integer("steps", 5, "timed steps", flag_values=fv)
+        flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", flag_values=fv)
+        flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
+        flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
+    fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
     if fv.steps < 1 or fv.warmup < 0:
         raise ConfigError("--steps must be >= 1 and --warmup >= 0")
     return fv.config, fv

@@ -64,9 +64,11 @@ def _flatten(tree, prefix=()):
 
 
 def write_config(workdir: str, cfg) -> None:
+    """`WORKDIR/config.json`: a whole run config (with a `model` node) or a bare model config."""
+    tree = cfg.to_dict()
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump({"model": cfg.to_dict()}, f, indent=2, sort_keys=True)
+        json.dump(tree if "model" in tree else {"model": tree}, f, indent=2, sort_keys=True)
 
 
 def read_config(workdir: str):

@@ -20,3 +20,32 @@ def run(main, argv=None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
+
+
+def parse_config_flags(argv, define=None):
+    """absl FlagValues holding `--config FILE` (a `get_config()` file, `--config.a.b=v` overrides) plus
+    whatever `define(flag_values)` adds. Usage errors and unknown config keys raise ConfigError."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from hybrid_jax.config import ConfigError
+
+    argv = list(argv)
+    fv = flags.FlagValues()
+    # sys_argv: which overrides to accept is read from these arguments, not from sys.argv.
+    config_flags.DEFINE_config_file("config", None, "Python config file (get_config()).", flag_values=fv,
+                                    lock_config=True, sys_argv=argv)
+    if define is not None:
+        define(fv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
+        key = str(e).strip("\"' ").split("'")[0]
+        paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
+        bad = next((p for p in paths if key in p.split(".")), key)
+        raise ConfigError(f"unknown config key {bad!r}") from None
+    if fv.config is None:
+        raise ConfigError("--config is required (e.g. --config configs/toy.py)")
+    return fv

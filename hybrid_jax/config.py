@@ -11,6 +11,7 @@ import ml_collections
 
 PATCHING_MODES = ("entropy", "static", "space")
 DTYPES = ("float32", "bfloat16")
+REMAT = ("none", "full", "dots_saveable")
 
 
 class ConfigError(ValueError):
@@ -18,11 +19,15 @@ class ConfigError(ValueError):
 
 
 def stack_config(d_model, layers, heads, kv_heads=0, d_ff=0, rope_theta=500000.0, window=0,
-                 norm_eps=1e-5, **extra) -> ml_collections.ConfigDict:
-    """One transformer stack. kv_heads 0 = heads (no GQA), d_ff 0 = int(8 d / 3), window 0 = full."""
+                 norm_eps=1e-5, remat="none", **extra) -> ml_collections.ConfigDict:
+    """One transformer stack. kv_heads 0 = heads (no GQA), d_ff 0 = int(8 d / 3), window 0 = full.
+
+    remat: what each layer keeps for the backward pass: `none` (everything), `full` (only its input;
+    the rest is recomputed), `dots_saveable` (matmul outputs kept, elementwise work recomputed).
+    """
     return ml_collections.ConfigDict(dict(
         d_model=d_model, layers=layers, heads=heads, kv_heads=kv_heads, d_ff=d_ff,
-        rope_theta=float(rope_theta), window=window, norm_eps=float(norm_eps), **extra))
+        rope_theta=float(rope_theta), window=window, norm_eps=float(norm_eps), remat=remat, **extra))
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -82,6 +87,7 @@ def validate_model(cfg) -> None:
              f"model.{name}.heads={s.heads} must be divisible by kv_heads={kv_heads(s)}")
         need((s.d_model // s.heads) % 2 == 0, f"model.{name} head dim must be even for rotary embeddings")
         need(s.window >= 0, f"model.{name}.window must be >= 0 (0 = full attention), got {s.window}")
+        need(s.remat in REMAT, f"model.{name}.remat must be one of {REMAT}, got {s.remat!r}")
     need(cfg.local_decoder.d_model == cfg.local_encoder.d_model,
          "model.local_decoder.d_model must equal model.local_encoder.d_model "
          f"({cfg.local_decoder.d_model} != {cfg.local_encoder.d_model})")

@@ -53,17 +53,20 @@ def logical_axes(path: tuple, ndim: int) -> tuple:
     """Logical axis names of the parameter at nnx path `path`."""
     leaf, parent = str(path[-1]), str(path[-2]) if len(path) > 1 else ""
     if leaf == "embedding":
-        return ("rows", None) if parent == "hash_embed" else ("vocab", None)
+        return ("rows", "embed") if parent == "hash_embed" else ("vocab", "embed")
     if leaf == "kernel":
         return _KERNEL_AXES.get(parent, ("embed", None))
     return (None,) * ndim
 
 
 def spec_for(path: tuple, shape: tuple, mesh: Mesh) -> P:
+    """Each dimension takes its rule's mesh axis if the axis divides it and no earlier dimension took
+    it (a hash table with a prime row count is then split along its width instead)."""
     axes = []
     for dim, name in zip(shape, logical_axes(path, len(shape))):
         axis = RULES[name]
-        axes.append(axis if axis and dim % mesh.shape[axis] == 0 else None)
+        ok = axis and dim % mesh.shape[axis] == 0 and axis not in axes
+        axes.append(axis if ok else None)
     return P(*axes)
 
 

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 from jax.sharding import NamedSharding
-from ml_collections import config_flags
 
 from hybrid_jax import cli, distributed
-from hybrid_jax.checkpoint import CheckpointError, manager, param_tree, restore_train_state, save_train_state
+from hybrid_jax.checkpoint import (CheckpointError, manager, param_tree, restore_train_state, save_train_state,
+                                   write_config)
 from hybrid_jax.config import ConfigError, validate
 from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
 from hybrid_jax.flops import flops_per_sequence, peak_tflops
@@ -33,24 +33,12 @@ from hybrid_jax.step import LN2, Steps, compile_steps, initial_state
 
 def parse(argv):
     """(config, workdir, coordinator, num_processes, process_id) from the command line."""
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Python config file (get_config()).", flag_values=fv,
-                                    lock_config=True, sys_argv=list(argv))
-    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
-    flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
-    flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.", flag_values=fv)
-    flags.DEFINE_integer("process_id", 0, "This process's index.", flag_values=fv)
-    try:
-        fv(argv)
-    except flags.Error as e:
-        raise ConfigError(str(e).strip().splitlines()[0]) from None
-    except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
-        key = str(e).strip("\"' ").split("'")[0]
-        paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
-        bad = next((p for p in paths if key in p.split(".")), key)
-        raise ConfigError(f"unknown config key {bad!r}") from None
-    if fv.config is None:
-        raise ConfigError("--config is required (e.g. --config configs/toy.py)")
+    def define(fv):
+        flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
+        flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
+        flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.", flag_values=fv)
+        flags.DEFINE_integer("process_id", 0, "This process's index.", flag_values=fv)
+    fv = cli.parse_config_flags(argv, define)
     if not fv.workdir:
         raise ConfigError("--workdir is required")
     return fv.config, fv.workdir, fv.coordinator, fv.num_processes, fv.process_id
@@ -92,13 +80,6 @@ def _first_difference(a, b, prefix):
     return "" if a == b else f"{prefix}: stored {a!r}, now {b!r}"
 
 
-def _write_config(workdir: str, cfg) -> None:
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-
-
 def entropy_donor(cfg, params, shardings):
     """`params` with the entropy model replaced by the one in `model.entropy_model.init_from`, if set."""
     src = cfg.model.entropy_model.init_from
@@ -124,7 +105,8 @@ def start_or_resume(cfg, workdir: str, steps: Steps, mngr, data_iter) -> tuple[d
         state, meta = restore_train_state(mngr, start, {**steps.abstract, "step": None})
         state["step"] = jax.device_put(jnp.int32(start), steps.state_shardings["step"])
         data_iter.set_state(meta["data"])
-    _write_config(workdir, cfg)
+    if jax.process_index() == 0:
+        write_config(workdir, cfg)
     return state, start
 
 

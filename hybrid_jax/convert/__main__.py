@@ -21,6 +21,7 @@ def parse(argv):
     b.add_argument("ckpt")
     b.add_argument("--out", required=True, help="Hugging Face directory to create")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    b.add_argument("--step", type=int, help="checkpoint step of a workdir (default: the latest)")
     b.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin (needs torch)")
     return p.parse_args(argv)
 
@@ -37,7 +38,8 @@ def main(argv=None) -> int:
         step_dir = save_model(model, args.out, step=0)
         print(f"wrote {step_dir}")
     else:
-        model = load_model(args.ckpt)
+        path = args.ckpt if args.step is None else os.path.join(args.ckpt, "checkpoints", str(args.step))
+        model = load_model(path)
         for path in to_hf(model, model.config, args.out, force=args.force, torch_bin=args.torch_bin):
             print(f"wrote {path}")
     return 0

@@ -11,6 +11,12 @@ from hybrid_jax.model.attention import SelfAttention, causal_mask
 from hybrid_jax.model.layers import RMSNorm, SwiGLU, rope_tables
 
 
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 class TransformerLayer(nnx.Module):
     """`x + attn(norm(x))`, then `x + mlp(norm(x))`: `[batch, length, d] -> [batch, length, d]`."""
 
@@ -19,10 +25,17 @@ class TransformerLayer(nnx.Module):
         self.self_attn = SelfAttention(stack, dtype, rngs)
         self.post_attention_layernorm = RMSNorm(stack.d_model, stack.norm_eps)
         self.mlp = SwiGLU(stack.d_model, d_ff(stack), dtype, rngs)
+        self.remat = stack.get("remat", "none")
 
-    def __call__(self, x, mask, cos, sin):
+    def forward(self, x, mask, cos, sin):
         x = x + self.self_attn(self.input_layernorm(x), mask, cos, sin)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def __call__(self, x, mask, cos, sin):
+        if self.remat == "none":
+            return self.forward(x, mask, cos, sin)
+        # Rematerialise: the backward pass recomputes what the policy does not keep.
+        return nnx.remat(TransformerLayer.forward, policy=REMAT_POLICIES[self.remat])(self, x, mask, cos, sin)
 
 
 def make_layers(stack, dtype, rngs: nnx.Rngs) -> nnx.List:

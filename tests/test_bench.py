@@ -1,0 +1,26 @@
+"""`hybrid_jax.bench train`: a smoke run on the tiny config prints well-formed numbers."""
+
+import json
+import os
+
+from hybrid_jax import bench, cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_train_prints_json_with_hf_ratio(capsys):
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                              "--steps", "2", "--warmup", "0", "--compare_hf", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads(out)
+    j, h = result["jax"], result["hf"]
+    assert j["step_time"] > 0 and j["bytes_per_sec"] == 8 * 32 / j["step_time"]
+    assert j["compile_s"] > 0 and j["tflops"] > 0 and j["mfu"] is None  # no peak known for CPU
+    assert h["bytes_per_sec"] > 0 and abs(result["ratio"] - j["bytes_per_sec"] / h["bytes_per_sec"]) < 1e-9
+
+
+def test_bench_bad_usage_is_one_line(capsys):
+    rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.startswith("error: usage:") and err.count("\n") == 1
