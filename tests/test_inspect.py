@@ -15,25 +15,13 @@ from flax import nnx
 from hybrid_jax import cli
 from hybrid_jax import inspect as hinspect
 from hybrid_jax.checkpoint import save_model
-from hybrid_jax.config import model_config
 from hybrid_jax.model import BLT
+from model_helpers import tiny
 from hybrid_jax.viz import (figure_size, patch_view, plot_png, render_ansi, render_html, render_plain,
                             render_text)
 from hybrid_jax.viz.render import ANSI_BACKGROUNDS
 
 TEXT = "The quick brown fox jumps over the lazy dog, then naps. Entropy decides where patches start!"
-
-
-def tiny(mode="entropy", **patching):
-    cfg = model_config()
-    cfg.hash.vocab = 101
-    cfg.entropy_model.update(d_model=32, layers=1, heads=2, window=6)
-    cfg.local_encoder.update(d_model=32, layers=1, heads=2, window=5)
-    cfg.local_decoder.update(d_model=32, layers=2, heads=2, window=5)
-    cfg.global_transformer.update(d_model=48, layers=2, heads=4, kv_heads=2)
-    cfg.patching.mode = mode
-    cfg.patching.update(patching)
-    return cfg
 
 
 def model_lengths(model, data: bytes) -> list[int]:

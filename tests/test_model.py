@@ -4,20 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hybrid_jax.config import model_config
 from hybrid_jax.model import BLT
-
-
-def tiny(mode="entropy", **patching):
-    cfg = model_config()
-    cfg.hash.vocab = 101
-    cfg.entropy_model.update(d_model=32, layers=1, heads=2, window=6)
-    cfg.local_encoder.update(d_model=32, layers=1, heads=2, window=5)
-    cfg.local_decoder.update(d_model=32, layers=2, heads=2, window=5)
-    cfg.global_transformer.update(d_model=48, layers=2, heads=4, kv_heads=2)
-    cfg.patching.mode = mode
-    cfg.patching.update(patching)
-    return cfg
+from model_helpers import tiny
 
 
 def ids_batch(seed=0, batch=2, length=24):
