@@ -115,11 +115,15 @@ class StopFlag:
 
     def __init__(self):
         self.set = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
         self.set = True
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before (train() may run inside a larger program)."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def train(cfg, workdir: str, devices=None) -> list[dict]:
@@ -178,6 +182,7 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
             break
     mngr.wait_until_finished()
     mngr.close()
+    stop.restore()
     progress.close()
     writer.close()
     return rows
