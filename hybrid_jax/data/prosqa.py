@@ -1,0 +1,175 @@
+"""ProsQA-style data: `python -m hybrid_jax.data.prosqa --out DIR --n_train N --n_valid N --n_test N --seed S`
+
+The recipe of the Coconut paper (Hao et al., 2024, ProsQA): a random DAG over made-up concept names
+with a few people at its sources. Facts are its edges ("Every wumpus is a yumpus.", "Tom is a
+wumpus."), shuffled. The question asks "Is Tom a A or B?" where exactly one of A, B is reachable from
+Tom; B is reachable from another person, at a similar depth, so neither name nor depth gives the answer
+away. The steps are the shortest proof path from Tom to A; the answer is "Tom is a A.". Records carry
+the reference's fields (question, steps, answer, idx_to_symbol, edges, root, target, neg_target), so
+files in the reference format and ours are interchangeable. Splits never share a question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import sys
+from collections import deque
+
+from hybrid_jax import cli
+
+ONSETS = ("b", "br", "d", "f", "g", "gw", "j", "l", "r", "s", "sc", "sh", "st", "t", "tr", "w", "y", "z",
+          "k", "n", "p", "v", "gr", "pl", "bl", "dr", "kr", "sn", "sp", "th")
+VOWELS = ("a", "e", "i", "o", "u", "oo", "ai", "ee", "ou", "y")
+CODAS = ("mpus", "rpus", "lpus", "mbus", "ndus", "rkus")
+PEOPLE = ("Alex", "Ben", "Carol", "Davis", "Eva", "Fae", "Gabe", "Hana", "Ivy", "Jack", "Kim", "Leo",
+          "Max", "Nina", "Owen", "Polly", "Quinn", "Rex", "Sally", "Tom", "Uma", "Wren", "Zoe")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    concepts: tuple[int, int] = (14, 22)  # number of concept nodes (inclusive range)
+    people: tuple[int, int] = (2, 4)
+    hops: tuple[int, int] = (3, 7)  # length of the shortest proof (person -> target), in facts
+    out_degree: tuple[int, int] = (1, 3)  # edges out of each non-sink node
+    short_names: bool = False  # 3-4 letter names (the tiny CPU set)
+
+
+TINY = Recipe(concepts=(6, 9), people=(2, 2), hops=(2, 3), out_degree=(1, 2), short_names=True)
+
+
+def concept_names(rng: random.Random, n: int, short: bool) -> list[str]:
+    """`n` distinct made-up concept names ("brimpus"; "brim"-style when short)."""
+    names: set[str] = set()
+    while len(names) < n:
+        onset, vowel = rng.choice(ONSETS), rng.choice(VOWELS)
+        names.add(onset + vowel + (rng.choice("mrlnk") if short else rng.choice(CODAS)))
+    return sorted(names, key=lambda _: rng.random())
+
+
+def reachable(adj: dict[int, list[int]], start: int) -> dict[int, int]:
+    """Shortest distance (in edges) from `start` to every reachable node (BFS)."""
+    dist, queue = {start: 0}, deque([start])
+    while queue:
+        u = queue.popleft()
+        for v in adj.get(u, ()):
+            if v not in dist:
+                dist[v] = dist[u] + 1
+                queue.append(v)
+    return dist
+
+
+def shortest_path(adj, start: int, goal: int) -> list[int]:
+    prev, queue = {start: None}, deque([start])
+    while queue:
+        u = queue.popleft()
+        for v in adj.get(u, ()):
+            if v not in prev:
+                prev[v] = u
+                queue.append(v)
+    path, node = [], goal
+    while node is not None:
+        path.append(node)
+        node = prev[node]
+    return path[::-1]
+
+
+def random_dag(rng: random.Random, recipe: Recipe):
+    """(symbols, edges, people indices): people first, then concepts in a random topological order."""
+    n_people = rng.randint(*recipe.people)
+    n_concepts = rng.randint(*recipe.concepts)
+    people = rng.sample(PEOPLE, n_people)
+    symbols = people + concept_names(rng, n_concepts, recipe.short_names)
+    edges = set()
+    for u in range(len(symbols)):
+        later = list(range(max(u + 1, n_people), len(symbols)))
+        # People point into the first half of the concepts, so proofs have room to be long.
+        if u < n_people:
+            later = later[:max(1, n_concepts // 2)]
+        for v in rng.sample(later, min(len(later), rng.randint(*recipe.out_degree))):
+            edges.add((u, v))
+    return symbols, sorted(edges), list(range(n_people))
+
+
+def make_example(rng: random.Random, recipe: Recipe) -> dict | None:
+    """One ProsQA-style record, or None when this DAG has no valid question (the caller redraws)."""
+    symbols, edges, people = random_dag(rng, recipe)
+    adj: dict[int, list[int]] = {}
+    for u, v in edges:
+        adj.setdefault(u, []).append(v)
+    root = rng.choice(people)
+    mine = reachable(adj, root)
+    targets = [v for v, d in mine.items() if recipe.hops[0] <= d <= recipe.hops[1] and v not in people]
+    others = {}
+    for p in people:
+        if p != root:
+            for v, d in reachable(adj, p).items():
+                if v not in mine and v not in people:
+                    others[v] = min(d, others.get(v, d))
+    if not targets or not others:
+        return None
+    target = rng.choice(targets)
+    # The distractor's depth should not tell it apart from the answer.
+    neg = min(others, key=lambda v: (abs(others[v] - mine[target]), rng.random()))
+    path = shortest_path(adj, root, target)
+    facts = [fact(symbols, u, v, people) for u, v in edges]
+    rng.shuffle(facts)
+    a, b = (symbols[target], symbols[neg]) if rng.random() < 0.5 else (symbols[neg], symbols[target])
+    return {
+        "question": " ".join(facts) + f" Is {symbols[root]} a {a} or {b}?",
+        "steps": [fact(symbols, u, v, people) for u, v in zip(path, path[1:])],
+        "answer": f"{symbols[root]} is a {symbols[target]}.",
+        "idx_to_symbol": symbols, "edges": [list(e) for e in edges],
+        "root": root, "target": target, "neg_target": neg,
+    }
+
+
+def fact(symbols, u: int, v: int, people) -> str:
+    return f"{symbols[u]} is a {symbols[v]}." if u in people else f"Every {symbols[u]} is a {symbols[v]}."
+
+
+def generate(n: int, seed: int, recipe: Recipe = Recipe(), exclude: set[str] | None = None) -> list[dict]:
+    """`n` records with distinct questions (none of them in `exclude`)."""
+    rng, out = random.Random(seed), []
+    seen = set(exclude or ())
+    while len(out) < n:
+        ex = make_example(rng, recipe)
+        if ex is not None and ex["question"] not in seen:
+            seen.add(ex["question"])
+            out.append(ex)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hybrid_jax.data.prosqa", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="directory for prosqa_{train,valid,test}.json")
+    p.add_argument("--n_train", type=int, default=17886)
+    p.add_argument("--n_valid", type=int, default=300)
+    p.add_argument("--n_test", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="short names, 2-3 hops, small graphs (CPU tests)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    args = p.parse_args(argv)
+    if min(args.n_train, args.n_valid, args.n_test) < 0:
+        raise ValueError("--n_train, --n_valid and --n_test must be >= 0")
+    recipe = TINY if args.tiny else Recipe()
+    paths = {s: os.path.join(args.out, f"prosqa_{s}.json") for s in ("train", "valid", "test")}
+    existing = [f for f in paths.values() if os.path.exists(f)]
+    if existing and not args.force:
+        raise FileExistsError(f"{existing[0]} exists; pass --force to overwrite")
+    os.makedirs(args.out, exist_ok=True)
+    seen: set[str] = set()
+    for i, (split, n) in enumerate((("train", args.n_train), ("valid", args.n_valid), ("test", args.n_test))):
+        records = generate(n, args.seed * 1000 + i, recipe, exclude=seen)
+        seen.update(r["question"] for r in records)
+        with open(paths[split], "w") as f:
+            json.dump(records, f, indent=1)
+        print(f"wrote {paths[split]} ({n} examples)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
