@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
@@ -49,3 +50,10 @@ def parse_config_flags(argv, define=None):
     if fv.config is None:
         raise ConfigError("--config is required (e.g. --config configs/toy.py)")
     return fv
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise ValueError, so `run` reports them in one line with exit code 2."""
+
+    def error(self, message):
+        raise ValueError(message)

@@ -24,7 +24,7 @@ from hybrid_jax import cli
 from hybrid_jax.config import d_ff, validate
 from hybrid_jax.flops import flops_per_sequence
 from hybrid_jax.model.patching import num_slots
-from hybrid_jax.sharding import AXES, mesh_shape, spec_for
+from hybrid_jax.sharding import AXES, mesh_shape, path_names, spec_for
 
 STACKS = ("entropy_model", "local_encoder", "global_transformer", "local_decoder")
 GIB = 2 ** 30
@@ -56,8 +56,7 @@ def sharded_param_bytes(model_cfg, sizes) -> int:
     mesh = _MeshShape(sizes)
     total = 0
     for path, x in jax.tree_util.tree_flatten_with_path(param_tree(abstract_model(model_cfg)))[0]:
-        names = tuple(str(k.key) for k in path)
-        spec = spec_for(names, x.shape, mesh)
+        spec = spec_for(path_names(path), x.shape, mesh)
         shards = math.prod(mesh.shape[a] for a in spec if a)
         total += 4 * math.prod(x.shape) // shards
     return total

@@ -9,7 +9,6 @@ Hugging Face BLT directory.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,15 +19,8 @@ from hybrid_jax import cli
 DEFAULT_SEQ_LEN = 512
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as ValueError, so `cli.run` reports them in one line with exit code 2."""
-
-    def error(self, message):
-        raise ValueError(message)
-
-
 def parse(argv):
-    p = _Parser(prog="python -m hybrid_jax.evaluate", description="Evaluate a BLT checkpoint.")
+    p = cli.ArgumentParser(prog="python -m hybrid_jax.evaluate", description="Evaluate a BLT checkpoint.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bpb", help="bits per byte on text files")
     b.add_argument("--ckpt", required=True, help="workdir, checkpoints/<step> dir or HF BLT dir")

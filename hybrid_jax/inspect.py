@@ -9,7 +9,6 @@ directory of one, or a Hugging Face BLT directory.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -28,15 +27,8 @@ def ckpt_name(path: str) -> str:
     return parts[-1] or path
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as ValueError, so `cli.run` reports them in one line with exit code 2."""
-
-    def error(self, message):
-        raise ValueError(message)
-
-
 def parse(argv):
-    p = _Parser(prog="python -m hybrid_jax.inspect",
+    p = cli.ArgumentParser(prog="python -m hybrid_jax.inspect",
                 description="Show how a BLT cuts a text into patches: terminal, PNG and HTML.")
     p.add_argument("--ckpt", required=True, help="hybrid_jax workdir, checkpoints/<step> dir or HF BLT dir")
     src = p.add_mutually_exclusive_group(required=True)

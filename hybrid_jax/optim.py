@@ -6,9 +6,7 @@ from __future__ import annotations
 import jax
 import optax
 
-
-def _names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", k)) for k in path)
+from hybrid_jax.sharding import path_names
 
 
 def learning_rate(train_cfg) -> optax.Schedule:
@@ -21,7 +19,7 @@ def learning_rate(train_cfg) -> optax.Schedule:
 
 def decay_mask(params):
     """True for matrices (`kernel`); norms and embedding tables are not decayed."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: _names(p)[-1] == "kernel", params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: path_names(p)[-1] == "kernel", params)
 
 
 def optimizer(cfg) -> optax.GradientTransformation:
@@ -35,5 +33,5 @@ def optimizer(cfg) -> optax.GradientTransformation:
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
-            lambda p, _: "frozen" if frozen and _names(p)[0] == "entropy_model" else "train", params)
+            lambda p, _: "frozen" if frozen and path_names(p)[0] == "entropy_model" else "train", params)
     return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)

@@ -73,17 +73,17 @@ def spec_for(path: tuple, shape: tuple, mesh: Mesh) -> P:
 def param_shardings(params, mesh: Mesh):
     """NamedShardings for a params tree (nested dict of arrays or shape structs)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: NamedSharding(mesh, spec_for(_names(path), x.shape, mesh)), params)
+        lambda path, x: NamedSharding(mesh, spec_for(path_names(path), x.shape, mesh)), params)
 
 
 def state_shardings(tree, params_shardings, mesh: Mesh):
     """Shardings for any tree whose leaves mirror parameters at the end of their paths (optimizer
     moments); everything else (step counts, scalars) is replicated."""
-    by_path = {_names(p): s for p, s in jax.tree_util.tree_flatten_with_path(params_shardings)[0]}
+    by_path = {path_names(p): s for p, s in jax.tree_util.tree_flatten_with_path(params_shardings)[0]}
     replicated = NamedSharding(mesh, P())
 
     def pick(path, x):
-        names = _names(path)
+        names = path_names(path)
         for i in range(len(names)):
             s = by_path.get(names[i:])
             if s is not None and len(s.spec) <= len(x.shape):
@@ -97,5 +97,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH, None))
 
 
-def _names(path) -> tuple:
+def path_names(path) -> tuple[str, ...]:
+    """The string keys of a pytree path (dict keys, attribute names, list indices)."""
     return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)

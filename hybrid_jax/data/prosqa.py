@@ -11,7 +11,6 @@ files in the reference format and ours are interchangeable. Splits never share a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -144,7 +143,7 @@ def generate(n: int, seed: int, recipe: Recipe = Recipe(), exclude: set[str] | N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hybrid_jax.data.prosqa", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m hybrid_jax.data.prosqa", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="directory for prosqa_{train,valid,test}.json")
     p.add_argument("--n_train", type=int, default=17886)
     p.add_argument("--n_valid", type=int, default=300)

@@ -8,7 +8,6 @@ non-zero one among the processes; SIGINT/SIGTERM are passed on to all of them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -55,7 +54,7 @@ def main(argv=None) -> int:
     if "--" not in argv:
         raise ValueError("usage: python -m hybrid_jax.launch.local --processes N --devices_per_process K -- TRAIN_ARGS")
     split = argv.index("--")
-    p = argparse.ArgumentParser(prog="python -m hybrid_jax.launch.local")
+    p = cli.ArgumentParser(prog="python -m hybrid_jax.launch.local")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--devices_per_process", type=int, default=4)
     p.add_argument("--module", default="hybrid_jax.train", help="module to run in every process")
