@@ -27,3 +27,18 @@ def load_any(path: str):
             raise CheckpointError(f"{cfg_path}: neither a hybrid_jax workdir config (no 'model' key) "
                                   "nor a Hugging Face BLT config (model_type 'blt')")
     return load_model(path)  # a workdir, or a checkpoints/<step> dir whose config is two levels up
+
+
+def context_of(path: str) -> int | None:
+    """Bytes per sequence the model at `path` was built for (BOS included): a training workdir's
+    `data.seq_len` + 1, or a Hugging Face config's encoder `max_position_embeddings`; None if unknown."""
+    for cfg_path in (os.path.join(path, "config.json"), os.path.join(path, "..", "..", "config.json")):
+        if os.path.isfile(cfg_path):
+            with open(cfg_path) as f:
+                data = json.load(f)
+            if data.get("model_type") == "blt":
+                return int((data.get("encoder_config") or {}).get("max_position_embeddings") or 24576)
+            if "data" in data:
+                return int(data["data"]["seq_len"]) + 1
+            return None
+    return None

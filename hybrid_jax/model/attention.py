@@ -73,10 +73,19 @@ class CrossAttention(nnx.Module):
         self.v_proj = dense(d, self.kv_heads * self.head_dim, dtype, rngs)
         self.o_proj = dense(self.heads * self.head_dim, d, dtype, rngs)
 
-    def __call__(self, queries, states, mask):
-        b, t, _ = queries.shape
-        q = self.q_proj(self.q_norm(queries)).reshape(b, t, self.heads, self.head_dim)
+    def project_kv(self, states):
+        """Keys and values `[batch, kv_len, kv_heads, head_dim]` of `states` (what a cache keeps)."""
+        b = states.shape[0]
         kv_in = self.k_norm(states)
         k = self.k_proj(kv_in).reshape(b, -1, self.kv_heads, self.head_dim)
         v = self.v_proj(kv_in).reshape(b, -1, self.kv_heads, self.head_dim)
+        return k, v
+
+    def attend_kv(self, queries, k, v, mask):
+        """The layer's output for projected keys/values `k`, `v` (see `project_kv`)."""
+        b, t, _ = queries.shape
+        q = self.q_proj(self.q_norm(queries)).reshape(b, t, self.heads, self.head_dim)
         return self.o_proj(attend(q, k, v, mask)) + queries
+
+    def __call__(self, queries, states, mask):
+        return self.attend_kv(queries, *self.project_kv(states), mask)

@@ -158,3 +158,60 @@ def cap_patches(starts: jax.Array, max_patches: int) -> jax.Array:
 def num_slots(patching, length: int) -> int:
     """Static number of patch positions the model computes for `length` bytes."""
     return min(patching.max_patches, length) if patching.max_patches else length
+
+
+class PatchCarry(NamedTuple):
+    """What incremental patching remembers between chunks, per row (all `[batch]`).
+
+    pending: whether the next byte (at the current position) begins a patch; last_start: the latest
+    patcher start, before `max_patch_length` splits; count: patches begun so far, pending included;
+    prev_space: whether the last byte was space-like (space mode).
+    """
+    pending: jax.Array
+    last_start: jax.Array
+    count: jax.Array
+    prev_space: jax.Array
+
+
+def initial_carry(batch: int) -> PatchCarry:
+    """Before byte 0: byte 0 begins patch 0."""
+    return PatchCarry(jnp.ones((batch,), bool), jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), jnp.int32),
+                      jnp.zeros((batch,), bool))
+
+
+def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.Array, valid: jax.Array,
+                carry: PatchCarry) -> tuple[jax.Array, PatchCarry]:
+    """Incremental `compute_starts`: whether the byte after each new byte begins a patch.
+
+    ids, pos int32 `[batch, t]` (new bytes and their positions), valid bool `[batch, t]` (a row's valid
+    bytes come first), entropies `[batch, t]` for entropy mode. -> bool `[batch, t]` (entry j is
+    `starts[pos[j] + 1]`, False where invalid) and the carry after each row's last valid byte. Chunks
+    fed in order give exactly `compute_starts` of the whole sequence.
+    """
+    t = pos + 1
+    if patching.mode == "entropy":
+        raw = entropies > patching.threshold
+    elif patching.mode == "static":
+        raw = (t - 1) % patching.patch_size == 0
+    else:
+        space = space_like(ids)
+        before = jnp.concatenate([carry.prev_space[:, None], space[:, :-1]], axis=1)
+        raw = (space & ~before) | (ids < OFFSET) | (ids >= BYTE_VOCAB)
+    raw = (raw | (t < 2)) & valid
+    last = jnp.maximum(carry.last_start[:, None], jax.lax.cummax(jnp.where(raw, t, -1), axis=1))
+    starts = raw
+    if patching.max_patch_length:
+        starts = starts | (valid & ((t - last) % patching.max_patch_length == 0))
+    count = carry.count[:, None] + jnp.cumsum(starts.astype(jnp.int32), axis=1)
+    if patching.max_patches:
+        starts = starts & (count <= patching.max_patches)
+    n = valid.sum(axis=1)
+    at = jnp.maximum(n - 1, 0)[:, None]
+
+    def after(x, old):
+        return jnp.where(n > 0, jnp.take_along_axis(x, at, axis=1)[:, 0], old)
+
+    new = PatchCarry(pending=after(starts, carry.pending), last_start=after(last, carry.last_start),
+                     count=carry.count + starts.sum(axis=1, dtype=jnp.int32),
+                     prev_space=after(space_like(ids), carry.prev_space))
+    return starts, new

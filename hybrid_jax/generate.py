@@ -1,0 +1,232 @@
+"""Cached byte generation: prefill the prompts in one pass, then one jitted step per byte.
+
+    python -m hybrid_jax.generate --ckpt runs/toy --prompt "def main(" --max_new_bytes 200
+    python -m hybrid_jax.generate --ckpt hf_dir --prompt_file p.txt --temperature 0.8 --top_p 0.9 --stream
+    python -m hybrid_jax.generate --ckpt runs/toy --prompt a --prompt b --max_new_bytes 64 --json
+
+API: `generate(model, prompts, max_new_bytes=..., temperature=0.0, top_k=None, top_p=None, seed=0)`
+returns the new text of each prompt. Every level (entropy model, local encoder, global transformer,
+local decoder) keeps a KV cache and patches are decided as bytes arrive (`hybrid_jax.model.incremental`),
+so greedy output equals the argmax of a full forward recomputed at every byte.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hybrid_jax import cli, tokenizer
+from hybrid_jax.config import ConfigError
+from hybrid_jax.model import incremental
+from hybrid_jax.sampling import Sampling, sample
+
+ROUND = 32  # buffer lengths are rounded up to this, so nearby prompt lengths share one compilation
+
+
+class Loop(NamedTuple):
+    state: incremental.State
+    logits: jax.Array  # float32 [batch, vocab]: next-byte logits of each row's last byte
+    out: jax.Array     # int32 [batch, max_new]: generated ids, -1 after a row stops
+    done: jax.Array    # bool [batch]
+    step: jax.Array    # int32 []
+    key: jax.Array
+
+
+class Result(NamedTuple):
+    ids: list[list[int]]     # generated ids per prompt (EOS excluded)
+    texts: list[str]
+    prefill_s: float
+    decode_s: float
+    compile_s: float
+    avg_patch_len: list[float]  # bytes per patch over prompt + generation
+
+
+def _round_up(n: int) -> int:
+    return -(-n // ROUND) * ROUND
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_len", "max_new"))
+def _prefill(graphdef, params, ids, valid, key, *, max_len: int, max_new: int) -> Loop:
+    model = nnx.merge(graphdef, params)
+    b = ids.shape[0]
+    state = incremental.init_state(model, b, max_len)
+    logits, state = incremental.feed(model, state, ids, valid)
+    last = jnp.maximum(valid.sum(axis=1) - 1, 0)
+    logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+    return Loop(state, logits, jnp.full((b, max_new), -1, jnp.int32), state.pos >= max_len,
+                jnp.zeros((), jnp.int32), key)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("loop",))
+def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling) -> Loop:
+    """Generate until every row is done or `stop_at` steps have run (traced: one compilation serves
+    both a whole run and streaming in small pieces)."""
+    model = nnx.merge(graphdef, params)
+    max_len = loop.state.byte_patch.shape[1]
+    max_new = loop.out.shape[1]
+
+    def running(lp):
+        return (lp.step < jnp.minimum(stop_at, max_new)) & ~jnp.all(lp.done)
+
+    def body(lp):
+        nxt = sample(lp.logits, jax.random.fold_in(lp.key, lp.step), sampling)
+        out = lp.out.at[:, lp.step].set(jnp.where(lp.done, -1, nxt))
+        done = lp.done | (nxt == tokenizer.EOS_ID)
+        logits, state = incremental.feed(model, lp.state, nxt[:, None], ~done[:, None], always_close=False)
+        done = done | (state.pos >= max_len)
+        return Loop(state, jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), out, done, lp.step + 1, lp.key)
+
+    return jax.lax.while_loop(running, body, loop)
+
+
+def encode_prompts(prompts: list[str], context: int | None, max_new_bytes: int):
+    """(ids int32 `[batch, T]` right-padded, lengths, max_len). A prompt that does not fit the context
+    raises ConfigError."""
+    if not prompts:
+        raise ConfigError("no prompts given")
+    seqs = [tokenizer.encode(p) for p in prompts]
+    longest = max(len(s) for s in seqs)
+    if context is not None and longest > context:
+        raise ConfigError(f"prompt of {longest - 1} bytes does not fit the context of {context} bytes "
+                          "(BOS included)")
+    max_len = context if context is not None else _round_up(longest + max_new_bytes)
+    ids = np.zeros((len(seqs), _round_up(longest)), np.int32)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = s
+    return ids, np.array([len(s) for s in seqs]), max_len
+
+
+def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling = Sampling(), seed: int = 0,
+        context: int | None = None, on_bytes=None, stream_every: int = 1) -> Result:
+    """Generate for a batch of prompts. `on_bytes(row, new_ids)` is called as bytes arrive when given
+    (streaming, `stream_every` bytes per device call); otherwise the whole run is one device call."""
+    if max_new_bytes < 1:
+        raise ConfigError(f"max_new_bytes must be >= 1, got {max_new_bytes}")
+    sampling.check(model.config.vocab_size)
+    ids, lengths, max_len = encode_prompts(prompts, context, max_new_bytes)
+    valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    graphdef, params = nnx.split(model)
+    args = (graphdef, params, jnp.asarray(ids), jnp.asarray(valid), jax.random.key(seed))
+    t0 = time.perf_counter()
+    prefill = _prefill.lower(*args, max_len=max_len, max_new=max_new_bytes).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loop = jax.block_until_ready(prefill(*args[1:]))
+    prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decode = _decode.lower(graphdef, params, loop, 0, sampling).compile()
+    compile_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if on_bytes is None:
+        loop = jax.block_until_ready(decode(params, loop, max_new_bytes))
+    else:
+        seen = 0
+        while seen < max_new_bytes and not bool(loop.done.all()):
+            loop = decode(params, loop, seen + stream_every)
+            step = int(loop.step)
+            out = np.asarray(loop.out[:, seen:step])
+            for row in range(out.shape[0]):
+                on_bytes(row, [int(i) for i in out[row] if i >= 0])
+            seen = step
+    decode_s = time.perf_counter() - t0
+    gen = []
+    for row in np.asarray(loop.out):
+        kept = [int(i) for i in row if i >= 0]
+        gen.append(kept[:kept.index(tokenizer.EOS_ID)] if tokenizer.EOS_ID in kept else kept)
+    carry = loop.state.carry
+    patches = np.asarray(carry.count - carry.pending.astype(jnp.int32))
+    avg = (np.asarray(loop.state.pos) / np.maximum(patches, 1)).tolist()
+    return Result(gen, [tokenizer.decode(g) for g in gen], prefill_s, decode_s, compile_s, avg)
+
+
+def generate(model, prompts: list[str], max_new_bytes: int = 256, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> list[str]:
+    """The new text for each prompt (stops at EOS or after `max_new_bytes` bytes)."""
+    sampling = Sampling(temperature=float(temperature), top_k=int(top_k or 0),
+                        top_p=1.0 if top_p is None else float(top_p))
+    return run(model, list(prompts), max_new_bytes, sampling, seed).texts
+
+
+class Utf8Stream:
+    """Bytes in, text out; an incomplete UTF-8 sequence at the end is held back until it completes."""
+
+    def __init__(self):
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, ids) -> str:
+        return self._decoder.decode(tokenizer.ids_to_bytes(ids))
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+def parse(argv):
+    p = cli.ArgumentParser(prog="python -m hybrid_jax.generate", description="Generate bytes from a BLT.")
+    p.add_argument("--ckpt", required=True, help="training workdir, checkpoints/<step> dir, or Hugging Face BLT dir")
+    p.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
+    p.add_argument("--prompt_file", help="a file whose whole text is one more prompt")
+    p.add_argument("--max_new_bytes", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top_k", type=int, default=0, help="keep the k most likely ids (0 = all)")
+    p.add_argument("--top_p", type=float, default=1.0, help="nucleus mass (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context", type=int, default=0, help="max bytes per sequence (0 = the checkpoint's)")
+    p.add_argument("--stream", action="store_true", help="print bytes as they are generated")
+    p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    args = p.parse_args(argv[1:])
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--prompt_file {args.prompt_file}: {e}") from None
+        if not text:
+            raise ConfigError(f"--prompt_file {args.prompt_file} is empty")
+        prompts.append(text)
+    if not prompts:
+        raise ConfigError("give --prompt TEXT or --prompt_file FILE")
+    if args.stream and len(prompts) > 1:
+        raise ConfigError("--stream takes one prompt")
+    return args, prompts
+
+
+def main(argv=None) -> int:
+    from hybrid_jax.loading import context_of, load_any
+    fv, prompts = parse(sys.argv if argv is None else argv)
+    sampling = Sampling(temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p)
+    model = load_any(fv.ckpt)
+    context = fv.context or context_of(fv.ckpt)
+    on_bytes = None
+    if fv.stream and not fv.json:
+        stream = Utf8Stream()
+        sys.stdout.write(prompts[0])
+
+        def on_bytes(_row, ids):
+            sys.stdout.write(stream.feed(ids))
+            sys.stdout.flush()
+    res = run(model, prompts, fv.max_new_bytes, sampling, fv.seed, context, on_bytes)
+    for i, text in enumerate(res.texts):
+        n = len(res.ids[i])
+        if fv.json:
+            print(json.dumps({"text": text, "new_bytes": n, "bytes_per_sec": round(n / max(res.decode_s, 1e-9), 1),
+                              "avg_patch_len": round(res.avg_patch_len[i], 3), "prefill_s": round(res.prefill_s, 4),
+                              "compile_s": round(res.compile_s, 2)}))
+        elif fv.stream:
+            sys.stdout.write(stream.flush() + "\n")
+        else:
+            print(prompts[i] + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

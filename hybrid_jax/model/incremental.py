@@ -1,0 +1,176 @@
+"""The BLT forward pass, incrementally: feed a chunk of new bytes (a whole prompt, or one byte) against
+caches at every level and get the next-byte logits of each new byte, equal to the full forward's.
+
+Why this is exact: every part of BLT is causal. A byte's encoder state depends on earlier bytes only;
+whether byte t+1 begins a patch depends on bytes <= t; so a patch is final once the next one begins,
+and only then is it pooled, cross-attended and run through one global step. Byte t's decoder reads the
+global state of the patch just before the patch of byte t+1, which is always the latest closed patch.
+
+State per row: the position, the last few ids (hash n-grams), the patching carry, per-byte buffers
+(patch id, encoder output and its cross-attention keys/values, for pooling a patch when it closes),
+the latest closed patch's global state, and ring KV caches for all four transformer stacks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hybrid_jax.model import patching
+from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack, stack_rope
+from hybrid_jax.model.hashing import hash_table_ids
+from hybrid_jax.model.layers import dtype_of
+from hybrid_jax.model.local_encoder import patch_query_mask
+
+
+class State(NamedTuple):
+    pos: jax.Array          # int32 [batch]: bytes fed so far
+    history: jax.Array      # int32 [batch, max_group - 1]: the last ids (0 before the start)
+    carry: patching.PatchCarry
+    byte_patch: jax.Array   # int32 [batch, max_len]: patch of each fed byte (-1 = not yet fed)
+    enc_out: jax.Array      # [batch, max_len, d_local]: local encoder output per byte
+    cross_k: jax.Array      # [batch, max_len, kv_heads, head_dim]: encoder cross-attention keys
+    cross_v: jax.Array
+    last_global: jax.Array  # [batch, d_global]: global state of the latest closed patch
+    entropy: tuple[KVCache, ...]
+    encoder: tuple[KVCache, ...]
+    global_: tuple[KVCache, ...]
+    decoder: tuple[KVCache, ...]
+
+
+def init_state(model, batch: int, max_len: int) -> State:
+    """Empty state for up to `max_len` bytes per row."""
+    cfg = model.config
+    dtype = dtype_of(cfg.dtype)
+    enc, glob = cfg.local_encoder, cfg.global_transformer
+    cross = model.local_encoder.cross_attn_layers[-1]
+    kv_shape = (batch, max_len, cross.kv_heads, cross.head_dim)
+    uses_entropy = cfg.patching.mode == "entropy"
+    return State(
+        pos=jnp.zeros((batch,), jnp.int32),
+        history=jnp.zeros((batch, max(cfg.hash.group_sizes) - 1), jnp.int32),
+        carry=patching.initial_carry(batch),
+        byte_patch=jnp.full((batch, max_len), -1, jnp.int32),
+        enc_out=jnp.zeros((batch, max_len, enc.d_model), dtype),
+        cross_k=jnp.zeros(kv_shape, dtype), cross_v=jnp.zeros(kv_shape, dtype),
+        last_global=jnp.zeros((batch, glob.d_model), dtype),
+        entropy=empty_caches(cfg.entropy_model, batch, max_len, dtype) if uses_entropy else (),
+        encoder=empty_caches(enc, batch, max_len, dtype),
+        global_=empty_caches(glob, batch, patching.num_slots(cfg.patching, max_len), dtype),
+        decoder=empty_caches(cfg.local_decoder, batch, max_len, dtype))
+
+
+def _put(buffer: jax.Array, values: jax.Array, pos: jax.Array) -> jax.Array:
+    """buffer `[batch, max_len, ...]`, values `[batch, t, ...]` at pos `[batch, t]` (-1 = skip)."""
+    rows = jnp.arange(pos.shape[0])[:, None]
+    return buffer.at[rows, jnp.where(pos >= 0, pos, buffer.shape[1])].set(values.astype(buffer.dtype), mode="drop")
+
+
+def _encode_bytes(model, state: State, ids, pos, valid):
+    """Local encoder on the new bytes: (output `[batch, t, d_local]`, encoder caches, new history)."""
+    enc = model.local_encoder
+    h = state.history.shape[1]
+    window = jnp.concatenate([state.history, ids], axis=1)
+    rows = hash_table_ids(window, enc.hash.group_sizes, enc.hash.n_functions, enc.hash.vocab)[:, :, h:]
+    x = enc.embed_tokens(ids) + enc.hash_embed(rows).sum(axis=0)
+    x, caches = run_stack(enc.layers, enc.stack, x, pos, state.encoder)
+    n = valid.sum(axis=1)
+    history = jnp.take_along_axis(window, n[:, None] + jnp.arange(h)[None, :], axis=1)
+    return x, caches, history
+
+
+def _entropies(model, state: State, ids, pos):
+    """Next-byte entropies `[batch, t]` from the entropy model, and its caches."""
+    em = model.entropy_model
+    x, caches = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy)
+    logits = em.lm_head(em.norm(x)).astype(jnp.float32)
+    return patching.entropies_from_logits(logits), caches
+
+
+def _close_patches(model, state: State, closed, n_new, slots: int):
+    """Pool, cross-attend and run one global step for patches `closed + i` (i < slots, valid where
+    i < n_new). -> (global states `[batch, slots, d_global]`, global caches)."""
+    enc, glob = model.local_encoder, model.global_transformer
+    b = closed.shape[0]
+    seg = state.byte_patch - closed[:, None]
+    seg = jnp.where((state.byte_patch >= 0) & (seg >= 0) & (seg < slots), seg, slots)
+    pooled = jax.vmap(lambda x, s: jax.ops.segment_max(x, s, num_segments=slots))(state.enc_out, seg)
+    pooled = jnp.where(jnp.isneginf(pooled), jnp.zeros((), pooled.dtype), pooled)
+    queries = enc.patch_embedding_projection(pooled).reshape(b, slots * enc.k, -1)
+    cross = enc.cross_attn_layers[-1]
+    mask = patch_query_mask(seg, slots, enc.k)
+    patches = queries + cross.attend_kv(queries, state.cross_k, state.cross_v, mask)
+    i = jnp.arange(slots)[None, :]
+    gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
+    x = glob.embed(patches.reshape(b, slots, -1))
+    return run_stack(glob.layers, glob.stack, x, gpos, state.global_)
+
+
+def _decode_bytes(model, state: State, x, byte_globals, pos):
+    """Local decoder + head: x `[batch, t, d_local]`, each byte's patch state `[batch, t, d_global]`
+    -> (logits float32 `[batch, t, vocab]`, decoder caches)."""
+    dec = model.local_decoder
+    b, t, d = x.shape
+    keys = dec.patch_embedding_projection(byte_globals).reshape(b * t, dec.k, d)
+    cross_mask = jnp.ones((b * t, 1, 1, dec.k), bool)
+    cos, sin = stack_rope(dec.stack, pos)
+    caches = []
+    for i, layer in enumerate(dec.layers):
+        if i == 0 or dec.stack.cross_attn_all_layers:
+            x = x + dec.cross_attn_layers[i](x.reshape(b * t, 1, d), keys, cross_mask).reshape(b, t, d)
+        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin)
+        caches.append(cache)
+    logits = model.lm_head(dec.norm(x)).astype(jnp.float32)
+    return logits, tuple(caches)
+
+
+def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True):
+    """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
+
+    -> (logits float32 `[batch, t, vocab]`: next-byte logits of each new byte (garbage where invalid),
+    new state). `always_close=False` skips the patch-closing work when no row closes a patch (a
+    runtime branch: the fast path for one byte per step).
+    """
+    cfg = model.config
+    b, t = ids.shape
+    pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
+    x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
+    entropies, ent_caches = None, state.entropy
+    if cfg.patching.mode == "entropy":
+        entropies, ent_caches = _entropies(model, state, ids, pos)
+    starts_next, carry = patching.next_starts(cfg.patching, ids, entropies, pos, valid, state.carry)
+    # Patch of each new byte, and the patch whose global state it reads (the one before byte t+1's).
+    before = jnp.cumsum(starts_next.astype(jnp.int32), axis=1) - starts_next
+    byte_patch = state.carry.count[:, None] + before - 1
+    reads = byte_patch + starts_next - 1
+    cross = model.local_encoder.cross_attn_layers[-1]
+    ck, cv = cross.project_kv(x)
+    state = state._replace(byte_patch=_put(state.byte_patch, byte_patch, pos),
+                           enc_out=_put(state.enc_out, x, pos),
+                           cross_k=_put(state.cross_k, ck, pos), cross_v=_put(state.cross_v, cv, pos))
+    closed = state.carry.count - 1
+    n_new = carry.count - state.carry.count
+
+    def close(_):
+        return _close_patches(model, state, closed, n_new, t)
+
+    def skip(_):
+        dg = cfg.global_transformer.d_model
+        return jnp.zeros((b, t, dg), state.last_global.dtype), state.global_
+
+    if always_close:
+        new_globals, global_caches = close(None)
+    else:
+        new_globals, global_caches = jax.lax.cond(jnp.any(n_new > 0), close, skip, None)
+    idx = reads - closed[:, None]
+    picked = jnp.take_along_axis(new_globals, jnp.clip(idx, 0, t - 1)[:, :, None], axis=1)
+    byte_globals = jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
+    latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, t - 1)[:, None, None], axis=1)[:, 0]
+    last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
+    logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+    state = state._replace(pos=state.pos + valid.sum(axis=1, dtype=jnp.int32), history=history, carry=carry,
+                           last_global=last_global, entropy=ent_caches, encoder=enc_caches,
+                           global_=global_caches, decoder=dec_caches)
+    return logits, state

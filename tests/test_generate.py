@@ -1,0 +1,173 @@
+"""Cached generation is exact: greedy bytes equal the argmax of a full forward recomputed at every byte
+(entropy / static / space patching, windows shorter than the sequence, ragged batches, patch
+boundaries forced by max_patch_length), and equal Hugging Face `generate` on an exported model."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from model_helpers import tiny
+
+from hybrid_jax import generate as gen
+from hybrid_jax import tokenizer
+from hybrid_jax.model import BLT, incremental
+from hybrid_jax.sampling import Sampling, filter_logits
+
+PROMPTS = ["def f(x):\n    return", "Hi", "A longer prompt, with spaces and (punctuation)!"]
+NEW = 24
+
+
+def model_with_median_threshold(mode="entropy", seed=0, **patching):
+    """A tiny model whose entropy threshold sits at the median of its own entropies (mixed patches)."""
+    model = BLT(tiny(mode, **patching), nnx.Rngs(seed))
+    if mode != "entropy":
+        return model
+    probe = jnp.asarray([tokenizer.encode(PROMPTS[2])])
+    cfg = model.config.as_configdict()
+    cfg.patching.threshold = float(np.median(np.asarray(model.patch(probe).entropies)[0, 1:]))
+    again = BLT(cfg, nnx.Rngs(seed))
+    nnx.update(again, nnx.state(model, nnx.Param))
+    return again
+
+
+def recomputed_greedy(model, prompt: str, n: int, length: int = 128) -> list[int]:
+    """Greedy bytes from a full forward over the whole sequence at every step (right-padded to a fixed
+    length: every mode is causal, so padding never changes the logits of real bytes)."""
+    forward = jax.jit(lambda x: model(x))
+    seq = tokenizer.encode(prompt)
+    out = []
+    for _ in range(n):
+        x = np.zeros((1, length), np.int32)
+        x[0, :len(seq)] = seq
+        nxt = int(np.argmax(np.asarray(forward(jnp.asarray(x)))[0, len(seq) - 1]))
+        if nxt == tokenizer.EOS_ID:
+            break
+        out.append(nxt)
+        seq.append(nxt)
+    return out
+
+
+@pytest.mark.parametrize("mode,patching", [
+    ("entropy", dict(max_patch_length=2)),
+    ("static", dict(patch_size=3)),
+    ("space", dict(max_patches=12)),
+])
+def test_greedy_equals_full_forward_every_byte(mode, patching):
+    model = model_with_median_threshold(mode, **patching)
+    res = gen.run(model, PROMPTS, NEW)
+    for prompt, got in zip(PROMPTS, res.ids):
+        assert got == recomputed_greedy(model, prompt, NEW), (mode, prompt)
+    # the windows (5-6 bytes) are shorter than every sequence here, and patches really vary
+    assert max(len(tokenizer.encode(p)) for p in PROMPTS) + NEW > 2 * model.config.local_encoder.window
+    assert 1.0 < min(res.avg_patch_len)
+
+
+def test_forced_boundaries_and_patches_match_full_forward():
+    """Fed one byte at a time, the cached patches equal the full forward's, boundary after the last
+    byte included (max_patch_length forces splits), and logits match within float32 noise."""
+    model = model_with_median_threshold("entropy", max_patch_length=3)
+    ids = jnp.asarray([tokenizer.encode(PROMPTS[2])])
+    full = np.asarray(model(ids))
+    starts = np.asarray(model.patch(ids).starts)[0]
+    state = incremental.init_state(model, 1, 64)
+    step = jax.jit(lambda st, x: incremental.feed(model, st, x, jnp.ones((1, 1), bool), always_close=False))
+    got_starts, worst = [True], 0.0
+    for t in range(ids.shape[1]):
+        logits, state = step(state, ids[:, t:t + 1])
+        got_starts.append(bool(state.carry.pending[0]))  # starts[t + 1]
+        worst = max(worst, float(np.abs(np.asarray(logits)[0, 0] - full[0, t]).max()))
+    assert worst < 1e-4
+    patches = int(state.carry.count[0] - state.carry.pending[0])
+    assert patches == int(starts[:-1].sum())
+    assert got_starts == [bool(s) for s in starts]
+    lengths = np.diff(np.flatnonzero(np.append(starts[:-1], True)))
+    assert lengths.max() <= 3 and (lengths == 3).any()
+
+
+def test_sampling_is_seeded_and_filters():
+    model = model_with_median_threshold("static", patch_size=4)
+    a = gen.generate(model, PROMPTS[:2], 16, temperature=0.9, top_k=20, top_p=0.9, seed=3)
+    b = gen.generate(model, PROMPTS[:2], 16, temperature=0.9, top_k=20, top_p=0.9, seed=3)
+    c = gen.generate(model, PROMPTS[:2], 16, temperature=0.9, top_k=20, top_p=0.9, seed=4)
+    assert a == b and a != c
+    logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+    kept = np.isfinite(np.asarray(filter_logits(logits, 0, 0.75)))[0]
+    assert kept.tolist() == [True, True, False, False]
+    kept = np.isfinite(np.asarray(filter_logits(logits, 3, 1.0)))[0]
+    assert kept.tolist() == [True, True, True, False]
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(top_p=0.0).check(260)
+
+
+def test_stops_at_eos_and_streams_whole_characters():
+    model = model_with_median_threshold("static", patch_size=4)
+    # make EOS the likeliest next id everywhere: generation stops at once
+    head = model.lm_head.kernel
+    head.set_value(head.get_value().at[:, tokenizer.EOS_ID].add(100.0))
+    assert gen.generate(model, ["abc"], 10) == [""]
+    stream = gen.Utf8Stream()
+    euro = "€".encode()  # 3 bytes
+    ids = [b + tokenizer.OFFSET for b in euro]
+    assert stream.feed(ids[:2]) == "" and stream.feed(ids[2:]) == "€" and stream.flush() == ""
+
+
+def test_prompt_longer_than_context_is_an_error():
+    with pytest.raises(ValueError, match="does not fit the context of 8 bytes"):
+        gen.encode_prompts(["0123456789"], 8, 4)
+
+
+def test_equals_hugging_face_generate(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from hybrid_jax.convert import to_hf
+    model = model_with_median_threshold("entropy", seed=5)
+    to_hf(model, model.config, str(tmp_path))
+    hf = transformers.BltForCausalLM.from_pretrained(str(tmp_path)).float().eval()
+    prompt = PROMPTS[0]
+    ours = gen.run(model, [prompt], NEW).ids[0]
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    with torch.no_grad():
+        out = hf.generate(ids, max_new_tokens=NEW, do_sample=False, use_cache=False,
+                          eos_token_id=tokenizer.EOS_ID, pad_token_id=0)
+    theirs = [int(i) for i in out[0, ids.shape[1]:] if int(i) != tokenizer.EOS_ID]
+    assert len(ours) == NEW and ours == theirs[:len(ours)]
+
+
+def test_cli_json_stream_and_errors(tmp_path, capsys):
+    from hybrid_jax.checkpoint import save_model
+    model = model_with_median_threshold("entropy")
+    save_model(model, str(tmp_path / "run"))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hybrid_jax.generate", *args], capture_output=True,
+                              text=True, timeout=300)
+
+    r = cli("--ckpt", str(tmp_path / "run"), "--prompt", "Hi", "--prompt", "there", "--max_new_bytes", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 2 and all(row["new_bytes"] <= 8 and row["avg_patch_len"] > 0 for row in rows)
+    assert rows[0]["text"] == gen.generate(model, ["Hi"], 8)[0]
+    run = str(tmp_path / "run")
+    assert cli_main("--ckpt", run, "--prompt", "Hi", "--max_new_bytes", "8", "--stream") == 0
+    assert capsys.readouterr().out.startswith("Hi")
+    (tmp_path / "empty.txt").write_text("")
+    for args, fragment in [
+        (["--ckpt", str(tmp_path / "nope"), "--prompt", "x"], "no such checkpoint"),
+        (["--ckpt", run, "--prompt_file", str(tmp_path / "empty.txt")], "is empty"),
+        (["--ckpt", run, "--prompt", "x" * 40, "--context", "16"], "does not fit"),
+        (["--ckpt", run, "--prompt", "x", "--top_p", "2"], "top_p"),
+        (["--prompt", "x"], "--ckpt"),
+    ]:
+        assert cli_main(*args) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def cli_main(*args):
+    from hybrid_jax import cli
+    return cli.run(gen.main, ["generate", *args])
