@@ -1,5 +1,13 @@
 """`python -m hybrid_jax.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf] [--json]`
+`python -m hybrid_jax.bench generate --config configs/toy.py [--new_bytes 256] [--contexts 256,1024,4096]
+[--compare_hf] [--json]`
 
+generate: new bytes/s of cached generation (random-init weights of the config or `--ckpt`, greedy, EOS treated as
+a byte so every run makes exactly `--new_bytes`) after prompts of each context length, and with
+`--compare_hf` Hugging Face `generate(use_cache=False)` (its cache fails on custom configs) at the
+first context; the ratio compares end-to-end times (prefill + decode, compile excluded).
+
+train:
 Steady-state train-step speed: compile time, step time (median of `--steps` timed steps after
 `--warmup`), bytes/s, model TFLOP/s and MFU (FLOPs from `hybrid_jax.flops`, peak per device kind or
 `train.peak_tflops`). `--compare_hf` also times Hugging Face `BltForCausalLM` (torch, same config, same
@@ -22,20 +30,32 @@ from hybrid_jax import cli
 from hybrid_jax.config import ConfigError, validate
 
 
+COMMANDS = ("train", "generate")
+
+
 def parse(argv):
-    """(config, options) from `train --config FILE [--config.a.b=v ...] [--steps N ...]`."""
+    """(command, config, options) from `train|generate --config FILE [--config.a.b=v ...] [options]`."""
     argv = list(argv)
-    if len(argv) < 2 or argv[1] != "train":
-        raise ConfigError("usage: python -m hybrid_jax.bench train --config FILE [--compare_hf] [--json]")
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        raise ConfigError("usage: python -m hybrid_jax.bench {train,generate} --config FILE [--compare_hf] [--json]")
     def define(fv):
-        flags.DEFINE_integer("steps", 5, "timed steps", flag_values=fv)
-        flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", flag_values=fv)
+        flags.DEFINE_integer("steps", 5, "train: timed steps", flag_values=fv)
+        flags.DEFINE_integer("warmup", 2, "train: untimed steps after compilation", flag_values=fv)
+        flags.DEFINE_integer("new_bytes", 256, "generate: bytes to generate per prompt", flag_values=fv)
+        flags.DEFINE_list("contexts", ["256", "1024", "4096"], "generate: prompt lengths in bytes", flag_values=fv)
+        flags.DEFINE_integer("batch", 1, "generate: prompts per batch", flag_values=fv)
+        flags.DEFINE_string("ckpt", "", "generate: weights from this workdir / HF dir instead of random init",
+                            flag_values=fv)
         flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
     fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
-    if fv.steps < 1 or fv.warmup < 0:
-        raise ConfigError("--steps must be >= 1 and --warmup >= 0")
-    return fv.config, fv
+    if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:
+        raise ConfigError("--steps, --new_bytes and --batch must be >= 1 and --warmup >= 0")
+    try:
+        fv.contexts = [int(c) for c in fv.contexts]
+    except ValueError:
+        raise ConfigError(f"--contexts must be integers, got {fv.contexts}") from None
+    return argv[1], fv.config, fv
 
 
 def random_batch(cfg, seed: int = 0) -> np.ndarray:
@@ -124,8 +144,77 @@ def bench_hf(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def main(argv=None) -> int:
-    cfg, opts = parse(sys.argv if argv is None else argv)
+def prompt_text(n: int) -> str:
+    """`n` bytes of real text (this Python's `json/decoder.py`, repeated), so trained entropy models
+    patch it as they would in use."""
+    import json.decoder
+    with open(json.decoder.__file__, encoding="utf-8") as f:
+        text = f.read().encode("ascii", "ignore").decode()
+    return (text * (n // len(text) + 1))[:n]
+
+
+def bench_generate_jax(model, contexts, new_bytes: int, batch: int) -> list[dict]:
+    from hybrid_jax.generate import run
+    rows = []
+    for c in contexts:
+        res = run(model, [prompt_text(c)] * batch, new_bytes, stop_at_eos=False)
+        n = batch * new_bytes
+        rows.append({"context": c, "new_bytes": n, "bytes_per_sec": n / res.decode_s,
+                     "end_to_end_bytes_per_sec": n / (res.prefill_s + res.decode_s),
+                     "ms_per_step": 1e3 * res.decode_s / new_bytes, "prefill_s": res.prefill_s,
+                     "compile_s": res.compile_s, "avg_patch_len": float(np.mean(res.avg_patch_len))})
+    return rows
+
+
+def bench_generate_hf(model, context: int, new_bytes: int, batch: int) -> dict:
+    """Hugging Face `generate` (greedy, no cache, EOS suppressed) on the same weights, exported."""
+    import tempfile
+
+    import torch
+    from transformers import BltForCausalLM
+
+    from hybrid_jax import tokenizer
+    from hybrid_jax.convert import to_hf
+
+    with tempfile.TemporaryDirectory() as d:
+        to_hf(model, model.config, d)
+        hf = BltForCausalLM.from_pretrained(d).float().eval()
+    ids = torch.tensor([tokenizer.encode(prompt_text(context))] * batch)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        hf.generate(ids, max_new_tokens=new_bytes, min_new_tokens=new_bytes, do_sample=False, use_cache=False,
+                    pad_token_id=0)
+    dt = time.perf_counter() - t0
+    return {"context": context, "new_bytes": batch * new_bytes, "bytes_per_sec": batch * new_bytes / dt,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def main_generate(cfg, opts) -> dict:
+    from flax import nnx
+
+    from hybrid_jax.loading import load_any
+    from hybrid_jax.model import BLT
+    model = load_any(opts.ckpt) if opts.ckpt else BLT(cfg.model, nnx.Rngs(cfg.seed))
+    result = {"config": {"dtype": model.config.dtype, "patching": model.config.patching.mode, "batch": opts.batch,
+                         "device": jax.devices()[0].device_kind},
+              "jax": bench_generate_jax(model, opts.contexts, opts.new_bytes, opts.batch)}
+    if opts.compare_hf:
+        result["hf"] = bench_generate_hf(model, opts.contexts[0], opts.new_bytes, opts.batch)
+        result["ratio"] = result["jax"][0]["end_to_end_bytes_per_sec"] / result["hf"]["bytes_per_sec"]
+    if not opts.json:
+        for r in result["jax"]:
+            print(f"hybrid_jax context {r['context']}: {r['bytes_per_sec']:,.0f} new bytes/s "
+                  f"({r['ms_per_step']:.2f} ms/byte; prefill {r['prefill_s']:.2f} s, "
+                  f"compile {r['compile_s']:.1f} s, {r['avg_patch_len']:.2f} bytes/patch)")
+        if "hf" in result:
+            h = result["hf"]
+            print(f"Hugging Face generate (no cache, torch {h['torch']}, {h['threads']} threads) context "
+                  f"{h['context']}: {h['bytes_per_sec']:,.1f} new bytes/s")
+            print(f"ratio hybrid_jax / Hugging Face (end to end): {result['ratio']:.1f}x")
+    return result
+
+
+def main_train(cfg, opts) -> dict:
     validate(cfg)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
@@ -134,9 +223,7 @@ def main(argv=None) -> int:
     if opts.compare_hf:
         result["hf"] = bench_hf(cfg, batch, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
-    if opts.json:
-        print(json.dumps(result))
-    else:
+    if not opts.json:
         j = result["jax"]
         mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"
         print(f"hybrid_jax: {j['bytes_per_sec']:,.0f} bytes/s, step {j['step_time'] * 1e3:.1f} ms, "
@@ -146,6 +233,14 @@ def main(argv=None) -> int:
             print(f"Hugging Face (torch {h['torch']}, {h['threads']} threads): {h['bytes_per_sec']:,.0f} bytes/s, "
                   f"step {h['step_time'] * 1e3:.1f} ms")
             print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x")
+    return result
+
+
+def main(argv=None) -> int:
+    command, cfg, opts = parse(sys.argv if argv is None else argv)
+    result = (main_train if command == "train" else main_generate)(cfg, opts)
+    if opts.json:
+        print(json.dumps(result))
     return 0
 
 

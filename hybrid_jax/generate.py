@@ -66,8 +66,8 @@ def _prefill(graphdef, params, ids, valid, key, *, max_len: int, max_new: int) -
                 jnp.zeros((), jnp.int32), key)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("loop",))
-def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling) -> Loop:
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "stop_at_eos"), donate_argnames=("loop",))
+def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling, stop_at_eos: bool = True) -> Loop:
     """Generate until every row is done or `stop_at` steps have run (traced: one compilation serves
     both a whole run and streaming in small pieces)."""
     model = nnx.merge(graphdef, params)
@@ -80,7 +80,7 @@ def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling) -> Loop:
     def body(lp):
         nxt = sample(lp.logits, jax.random.fold_in(lp.key, lp.step), sampling)
         out = lp.out.at[:, lp.step].set(jnp.where(lp.done, -1, nxt))
-        done = lp.done | (nxt == tokenizer.EOS_ID)
+        done = lp.done | ((nxt == tokenizer.EOS_ID) & stop_at_eos)
         logits, state = incremental.feed(model, lp.state, nxt[:, None], ~done[:, None], always_close=False)
         done = done | (state.pos >= max_len)
         return Loop(state, jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), out, done, lp.step + 1, lp.key)
@@ -106,9 +106,10 @@ def encode_prompts(prompts: list[str], context: int | None, max_new_bytes: int):
 
 
 def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling = Sampling(), seed: int = 0,
-        context: int | None = None, on_bytes=None, stream_every: int = 1) -> Result:
+        context: int | None = None, on_bytes=None, stream_every: int = 1, stop_at_eos: bool = True) -> Result:
     """Generate for a batch of prompts. `on_bytes(row, new_ids)` is called as bytes arrive when given
-    (streaming, `stream_every` bytes per device call); otherwise the whole run is one device call."""
+    (streaming, `stream_every` bytes per device call); otherwise the whole run is one device call.
+    `stop_at_eos=False` treats EOS as any other id (benchmarks: always `max_new_bytes`)."""
     if max_new_bytes < 1:
         raise ConfigError(f"max_new_bytes must be >= 1, got {max_new_bytes}")
     sampling.check(model.config.vocab_size)
@@ -123,7 +124,7 @@ def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling 
     loop = jax.block_until_ready(prefill(*args[1:]))
     prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decode = _decode.lower(graphdef, params, loop, 0, sampling).compile()
+    decode = _decode.lower(graphdef, params, loop, 0, sampling, stop_at_eos).compile()
     compile_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     if on_bytes is None:
@@ -141,7 +142,9 @@ def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling 
     gen = []
     for row in np.asarray(loop.out):
         kept = [int(i) for i in row if i >= 0]
-        gen.append(kept[:kept.index(tokenizer.EOS_ID)] if tokenizer.EOS_ID in kept else kept)
+        if stop_at_eos and tokenizer.EOS_ID in kept:
+            kept = kept[:kept.index(tokenizer.EOS_ID)]
+        gen.append(kept)
     carry = loop.state.carry
     patches = np.asarray(carry.count - carry.pending.astype(jnp.int32))
     avg = (np.asarray(loop.state.pos) / np.maximum(patches, 1)).tolist()

@@ -24,3 +24,16 @@ def test_bench_bad_usage_is_one_line(capsys):
     rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
     _, err = capsys.readouterr()
     assert rc == 2 and err.startswith("error: usage:") and err.count("\n") == 1
+
+
+def test_bench_generate_prints_json_with_hf_ratio(capsys):
+    rc = cli.run(bench.main, ["bench", "generate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                              "--new_bytes", "8", "--contexts", "16,40", "--compare_hf", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads(out)
+    rows = result["jax"]
+    assert [r["context"] for r in rows] == [16, 40] and all(r["new_bytes"] == 8 for r in rows)
+    assert all(r["bytes_per_sec"] > 0 and r["avg_patch_len"] >= 1 for r in rows)
+    assert result["hf"]["context"] == 16 and result["hf"]["bytes_per_sec"] > 0
+    assert abs(result["ratio"] - rows[0]["end_to_end_bytes_per_sec"] / result["hf"]["bytes_per_sec"]) < 1e-9

@@ -29,6 +29,7 @@ class State(NamedTuple):
     pos: jax.Array          # int32 [batch]: bytes fed so far
     history: jax.Array      # int32 [batch, max_group - 1]: the last ids (0 before the start)
     carry: patching.PatchCarry
+    open_start: jax.Array   # int32 [batch]: where the open (or pending) patch begins
     byte_patch: jax.Array   # int32 [batch, max_len]: patch of each fed byte (-1 = not yet fed)
     enc_out: jax.Array      # [batch, max_len, d_local]: local encoder output per byte
     cross_k: jax.Array      # [batch, max_len, kv_heads, head_dim]: encoder cross-attention keys
@@ -52,6 +53,7 @@ def init_state(model, batch: int, max_len: int) -> State:
         pos=jnp.zeros((batch,), jnp.int32),
         history=jnp.zeros((batch, max(cfg.hash.group_sizes) - 1), jnp.int32),
         carry=patching.initial_carry(batch),
+        open_start=jnp.zeros((batch,), jnp.int32),
         byte_patch=jnp.full((batch, max_len), -1, jnp.int32),
         enc_out=jnp.zeros((batch, max_len, enc.d_model), dtype),
         cross_k=jnp.zeros(kv_shape, dtype), cross_v=jnp.zeros(kv_shape, dtype),
@@ -89,23 +91,58 @@ def _entropies(model, state: State, ids, pos):
     return patching.entropies_from_logits(logits), caches
 
 
-def _close_patches(model, state: State, closed, n_new, slots: int):
-    """Pool, cross-attend and run one global step for patches `closed + i` (i < slots, valid where
-    i < n_new). -> (global states `[batch, slots, d_global]`, global caches)."""
-    enc, glob = model.local_encoder, model.global_transformer
-    b = closed.shape[0]
-    seg = state.byte_patch - closed[:, None]
-    seg = jnp.where((state.byte_patch >= 0) & (seg >= 0) & (seg < slots), seg, slots)
-    pooled = jax.vmap(lambda x, s: jax.ops.segment_max(x, s, num_segments=slots))(state.enc_out, seg)
+RECENT = 32  # a closing patch this long or shorter is pooled from a slice of the buffers, not all of them
+
+
+class ByteBuffers(NamedTuple):
+    """Per-byte buffers `[batch, n, ...]` a closing patch is pooled from (see `State`)."""
+    byte_patch: jax.Array
+    enc_out: jax.Array
+    cross_k: jax.Array
+    cross_v: jax.Array
+
+
+def _buffers(state: State) -> ByteBuffers:
+    return ByteBuffers(state.byte_patch, state.enc_out, state.cross_k, state.cross_v)
+
+
+def _recent(bufs: ByteBuffers, end: jax.Array, size: int) -> ByteBuffers:
+    """The `size` entries before position `end` `[batch]` of every buffer (from 0 near the start)."""
+    start = jnp.clip(end - size, 0, bufs.byte_patch.shape[1] - size)
+    return ByteBuffers(*(jax.vmap(lambda b, s: jax.lax.dynamic_slice_in_dim(b, s, size, axis=0))(buf, start)
+                         for buf in bufs))
+
+
+def _patch_embeddings(model, bufs: ByteBuffers, first, slots: int):
+    """Encoder output `[batch, slots, k * d_local]` of patches `first + i`: max-pool their bytes, project
+    to k queries, cross-attend to the bytes (as `LocalEncoder` does for every patch at once)."""
+    enc = model.local_encoder
+    b = first.shape[0]
+    seg = bufs.byte_patch - first[:, None]
+    seg = jnp.where((bufs.byte_patch >= 0) & (seg >= 0) & (seg < slots), seg, slots)
+    pooled = jax.vmap(lambda x, s: jax.ops.segment_max(x, s, num_segments=slots))(bufs.enc_out, seg)
     pooled = jnp.where(jnp.isneginf(pooled), jnp.zeros((), pooled.dtype), pooled)
     queries = enc.patch_embedding_projection(pooled).reshape(b, slots * enc.k, -1)
-    cross = enc.cross_attn_layers[-1]
     mask = patch_query_mask(seg, slots, enc.k)
-    patches = queries + cross.attend_kv(queries, state.cross_k, state.cross_v, mask)
-    i = jnp.arange(slots)[None, :]
-    gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
-    x = glob.embed(patches.reshape(b, slots, -1))
-    return run_stack(glob.layers, glob.stack, x, gpos, state.global_)
+    patches = queries + enc.cross_attn_layers[-1].attend_kv(queries, bufs.cross_k, bufs.cross_v, mask)
+    return patches.reshape(b, slots, -1)
+
+
+def _close_patches(model, state: State, closed, gpos, slots: int):
+    """Encode and run one global step for patches `closed + i` (i < slots) at gpos `[batch, slots]`
+    (-1 = not closing). -> (global states `[batch, slots, d_global]`, global caches). Feeding one byte, a patch of at most
+    RECENT bytes is pooled from the buffers' last RECENT entries, so the cost does not grow with context.
+    """
+    bufs = _buffers(state)
+    if slots == 1 and RECENT < bufs.byte_patch.shape[1]:
+        end = state.pos + 1
+        fits = jnp.all((gpos[:, 0] < 0) | (end - state.open_start <= RECENT))
+        patches = jax.lax.cond(fits, lambda: _patch_embeddings(model, _recent(bufs, end, RECENT), closed, 1),
+                               lambda: _patch_embeddings(model, bufs, closed, 1))
+    else:
+        patches = _patch_embeddings(model, bufs, closed, slots)
+    glob = model.global_transformer
+    return run_stack(glob.layers, glob.stack, glob.embed(patches), gpos, state.global_)
 
 
 def _decode_bytes(model, state: State, x, byte_globals, pos):
@@ -153,12 +190,14 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     closed = state.carry.count - 1
     n_new = carry.count - state.carry.count
 
+    i = jnp.arange(t)[None, :]
+    gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
+
     def close(_):
-        return _close_patches(model, state, closed, n_new, t)
+        return _close_patches(model, state, closed, gpos, t)
 
     def skip(_):
-        dg = cfg.global_transformer.d_model
-        return jnp.zeros((b, t, dg), state.last_global.dtype), state.global_
+        return jnp.zeros((b, t, cfg.global_transformer.d_model), state.last_global.dtype), state.global_
 
     if always_close:
         new_globals, global_caches = close(None)
@@ -170,7 +209,9 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, t - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
     logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+    open_start = jnp.maximum(state.open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
     state = state._replace(pos=state.pos + valid.sum(axis=1, dtype=jnp.int32), history=history, carry=carry,
+                           open_start=open_start,
                            last_global=last_global, entropy=ent_caches, encoder=enc_caches,
                            global_=global_caches, decoder=dec_caches)
     return logits, state
