@@ -109,10 +109,15 @@ def test_sampling_is_seeded_and_filters():
 
 def test_stops_at_eos_and_streams_whole_characters():
     model = model_with_median_threshold("static", patch_size=4)
-    # make EOS the likeliest next id everywhere: generation stops at once
+    first = gen.run(model, ["abc", "abcd"], 10).ids
+    assert len(first[0]) == 10 and len(first[1]) == 10
+    # swap the head's columns of EOS and the first greedy byte of row 0: row 0 now stops at once
     head = model.lm_head.kernel
-    head.set_value(head.get_value().at[:, tokenizer.EOS_ID].add(100.0))
-    assert gen.generate(model, ["abc"], 10) == [""]
+    w = np.array(head.get_value())
+    w[:, [first[0][0], tokenizer.EOS_ID]] = w[:, [tokenizer.EOS_ID, first[0][0]]]
+    head.set_value(jnp.asarray(w))
+    again = gen.run(model, ["abc", "abcd"], 10).ids
+    assert again[0] == [] and (len(again[1]) == 10 or tokenizer.EOS_ID not in again[1])
     stream = gen.Utf8Stream()
     euro = "€".encode()  # 3 bytes
     ids = [b + tokenizer.OFFSET for b in euro]
