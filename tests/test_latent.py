@@ -108,3 +108,17 @@ def test_gradients_flow_through_the_thought_chain():
     # The part of the gradient that only the fed-back hidden states carry is nonzero.
     diff = sum(float(jnp.abs(a - b).sum()) for a, b in zip(leaves(g_chain), leaves(g_cut)))
     assert diff > 1e-4
+
+
+def test_greedy_decode_matches_full_forward_argmax():
+    from hybrid_jax.qa import extract_answer, greedy_decode
+    m = model()
+    prompts = [prompt(1)[:11], prompt(3)[:13]]  # up to <eot>, unpadded
+    got = greedy_decode(m, prompts, passes=4, max_new=4, width=LENGTH)
+    for p, new in zip(prompts, got):
+        ids = p + new
+        if len(new) < 4:  # stopped at EOS
+            ids = ids + [tok.EOS_ID]
+        full = np.asarray(run(m, jnp.asarray([ids + [0] * (LENGTH - len(ids))]), 4))[0]
+        assert np.argmax(full[len(p) - 1:len(ids) - 1], axis=-1).tolist() == ids[len(p):]
+    assert extract_answer("s1.\n### Tom is a yol, ok.\n") == "Tom is a yol ok."

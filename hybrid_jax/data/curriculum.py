@@ -68,9 +68,9 @@ def plan(cc, stage: int, n_steps: int, mode: str | None = None) -> tuple[int, in
     return stage, stage * cc.c_thought
 
 
-def thoughts_at_eval(cc, stage: int, n_steps: int) -> int:
+def thoughts_at_eval(cc, stage: int, n_steps: int, mode: str | None = None) -> int:
     """Thoughts a question gets at inference after training up to `stage` (the reference's rule)."""
-    if not has_markers(cc.mode):
+    if not has_markers(mode or cc.mode):
         return 0
     top = cc.max_latent_stage if cc.pad_latent_to_max else min(cc.max_latent_stage, n_steps)
     return min(top, stage) * cc.c_thought
