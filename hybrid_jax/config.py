@@ -152,6 +152,43 @@ def default_config() -> ml_collections.ConfigDict:
     ))
 
 
+COCONUT_MODES = ("coconut", "cot", "no-cot", "pause", "no-curriculum")
+
+
+def coconut_config() -> ml_collections.ConfigDict:
+    """The `coconut` node of a latent-reasoning run (absent from plain BLT runs).
+
+    Its data are Coconut-format JSON files: `data.train` (training) and `data.eval` (validation).
+    """
+    return ml_collections.ConfigDict(dict(
+        mode="coconut",  # one of COCONUT_MODES (see hybrid_jax.data.curriculum)
+        c_thought=1,  # latent thoughts per replaced reasoning step
+        epochs_per_stage=5,  # stage k (k steps replaced) lasts this many epochs
+        max_latent_stage=6,  # stages beyond this drop every step and keep max_latent_stage * c thoughts
+        pad_latent_to_max=True,  # past the last stage, always max_latent_stage * c thoughts
+        uniform_prob=0.0,  # chance that an example trains at a uniformly drawn stage instead
+        reset_optimizer=True,  # fresh optimizer state (and warmup) at every stage change
+        num_epochs=50,  # passes over data.train; train.steps is derived from it
+        eval_every_epochs=0,  # answer accuracy on data.eval every this many epochs (0: only at the end)
+        eval_limit=64,  # validation questions scored each time (0: all)
+        max_new_bytes=128,  # greedy decoding budget per answer
+    ))
+
+
+def validate_coconut(cc) -> None:
+    """Raise ConfigError on the first bad value of a `coconut` node."""
+    if cc.mode not in COCONUT_MODES:
+        raise ConfigError(f"coconut.mode must be one of {COCONUT_MODES}, got {cc.mode!r}")
+    for key in ("c_thought", "epochs_per_stage", "num_epochs", "max_new_bytes"):
+        if cc[key] < 1:
+            raise ConfigError(f"coconut.{key} must be >= 1, got {cc[key]}")
+    for key in ("max_latent_stage", "eval_every_epochs", "eval_limit"):
+        if cc[key] < 0:
+            raise ConfigError(f"coconut.{key} must be >= 0, got {cc[key]}")
+    if not 0.0 <= cc.uniform_prob <= 1.0:
+        raise ConfigError(f"coconut.uniform_prob must be in [0, 1], got {cc.uniform_prob}")
+
+
 def validate(cfg) -> None:
     """Validate a whole training config (model and run settings)."""
     validate_model(cfg.model)
@@ -167,3 +204,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"eval.{key} must be >= 0")
     if cfg.checkpoint.every < 1 or cfg.checkpoint.keep < 1:
         raise ConfigError("checkpoint.every and checkpoint.keep must be >= 1")
+    if "coconut" in cfg:
+        validate_coconut(cfg.coconut)
+        if cfg.model.vocab_size < 263:
+            raise ConfigError(f"a coconut run needs model.vocab_size >= 263 (<bot>, <eot>, <latent>), "
+                              f"got {cfg.model.vocab_size}")

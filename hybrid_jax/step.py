@@ -1,7 +1,8 @@
 """The jitted train and eval steps, as pure functions of a state dict.
 
 State: `{"params": nested dict, "opt_state": optax state, "step": int32}`. A batch is int32
-`[batch, seq_len + 1]` (inputs `[:, :-1]`, next-byte targets `[:, 1:]`).
+`[batch, seq_len + 1]` (inputs `[:, :-1]`, next-byte targets `[:, 1:]`), or, for latent-reasoning runs,
+`{"ids": that, "mask": float32 [batch, seq_len]}` (see `masked_losses`).
 """
 
 from __future__ import annotations
@@ -36,26 +37,51 @@ def losses(model, batch, est_weight: float, trained_online: bool):
     return ce + est_weight * est, metrics
 
 
-def make_train_step(graphdef, template, tx, cfg):
-    """step(state, batch) -> (state, metrics); gradient accumulation over `train.grad_accum` slices."""
+def masked_losses(model, batch, est_weight: float, trained_online: bool, latent_passes: int = 0):
+    """(total loss, metrics) for `{"ids" [batch, seq_len + 1], "mask" [batch, seq_len]}`: next-byte CE
+    averaged over the targets where mask is 1 (latent reasoning: only what follows `<eot>`), the global
+    transformer run with `latent_passes` (static; 0 = plain). The entropy model, when trained online,
+    learns from every non-padding byte (padding is id 0, BOE)."""
+    ids, mask = batch["ids"], batch["mask"]
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    logits, info, entropy_logits = model.train_forward(inputs, latent_passes)
+    ce = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask).sum() / jnp.maximum(mask.sum(), 1)
+    est = jnp.zeros((), jnp.float32)
+    if trained_online:
+        real = (targets != 0).astype(jnp.float32)
+        est_all = optax.softmax_cross_entropy_with_integer_labels(entropy_logits, targets)
+        est = (est_all * real).sum() / jnp.maximum(real.sum(), 1)
+    patches = info.starts[:, :-1].sum(axis=1).astype(jnp.float32)
+    metrics = {"loss": ce, "est_loss": est, "avg_patch_len": inputs.shape[1] / patches.mean()}
+    return ce + est_weight * est, metrics
+
+
+def make_train_step(graphdef, template, tx, cfg, loss: Callable | None = None):
+    """step(state, batch) -> (state, metrics); gradient accumulation over `train.grad_accum` slices.
+
+    `loss(model, micro_batch) -> (loss, metrics)` defaults to `losses` with the config's weights; the
+    batch may be any pytree of arrays with the batch as leading axis.
+    """
     accum = cfg.train.grad_accum
     weight, online = cfg.train.est_loss_weight, cfg.model.entropy_model.trained_online
+    loss = loss or (lambda model, micro: losses(model, micro, weight, online))
 
     def loss_fn(params, micro):
-        return losses(assemble(graphdef, template, params), micro, weight, online)
+        return loss(assemble(graphdef, template, params), micro)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state, batch):
         params = state["params"]
-        micro = batch.reshape(accum, batch.shape[0] // accum, batch.shape[1])
+        micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
 
         def body(carry, mb):
             (_, m), g = grad_fn(params, mb)
             return jax.tree.map(jnp.add, carry, (g, m)), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        zero_m = {k: jnp.zeros((), jnp.float32) for k in ("loss", "est_loss", "avg_patch_len")}
+        shapes = jax.eval_shape(loss_fn, params, jax.tree.map(lambda x: x[0], micro))[1]
+        zero_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         (grads, metrics), _ = jax.lax.scan(body, (zeros, zero_m), micro)
         grads = jax.tree.map(lambda g: g / accum, grads)
         metrics = {k: v / accum for k, v in metrics.items()}
@@ -78,10 +104,10 @@ def eval_sums(model, batch, mask=None):
     return (ce * mask).sum(), mask.sum(), (info.starts[:, :-1] * mask).sum()
 
 
-def make_eval_step(graphdef, template):
-    """eval_step(params, batch) -> `eval_sums` over the whole batch."""
+def make_eval_step(graphdef, template, sums: Callable = eval_sums):
+    """eval_step(params, batch) -> `sums(model, batch)` (default `eval_sums`) over the whole batch."""
     def eval_step(params, batch):
-        return eval_sums(assemble(graphdef, template, params), batch)
+        return sums(assemble(graphdef, template, params), batch)
     return eval_step
 
 
@@ -95,8 +121,9 @@ class Steps(NamedTuple):
     abstract: dict  # {"params", "opt_state"} -> ShapeDtypeStruct trees carrying their shardings
 
 
-def compile_steps(cfg, mesh: Mesh) -> Steps:
-    """Train and eval steps under `jax.jit` with explicit in/out shardings (compiled on first call)."""
+def compile_steps(cfg, mesh: Mesh, loss: Callable | None = None, sums: Callable = eval_sums) -> Steps:
+    """Train and eval steps under `jax.jit` with explicit in/out shardings (compiled on first call);
+    `loss` and `sums` replace the default next-byte objectives (see `make_train_step`)."""
     graphdef, template = model_template(cfg.model)
     params = param_tree(abstract_model(cfg.model))
     tx = optimizer(cfg)
@@ -106,9 +133,9 @@ def compile_steps(cfg, mesh: Mesh) -> Steps:
     replicated = NamedSharding(mesh, P())
     state_sh = {"params": p_sh, "opt_state": o_sh, "step": replicated}
     b_sh = batch_sharding(mesh)
-    train = jax.jit(make_train_step(graphdef, template, tx, cfg), in_shardings=(state_sh, b_sh),
+    train = jax.jit(make_train_step(graphdef, template, tx, cfg, loss), in_shardings=(state_sh, b_sh),
                     out_shardings=(state_sh, replicated), donate_argnums=0)
-    evaluate = jax.jit(make_eval_step(graphdef, template), in_shardings=(p_sh, b_sh))
+    evaluate = jax.jit(make_eval_step(graphdef, template, sums), in_shardings=(p_sh, b_sh))
     abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                             {"params": params, "opt_state": opt_state}, {"params": p_sh, "opt_state": o_sh})
     return Steps(train, evaluate, tx, state_sh, b_sh, abstract)

@@ -127,7 +127,12 @@ class StopFlag:
 
 
 def train(cfg, workdir: str, devices=None) -> list[dict]:
-    """Run (or resume) training on `devices` (default: all); returns the logged metric rows of this run."""
+    """Run (or resume) training on `devices` (default: all); returns the logged metric rows of this run.
+
+    A config with a `coconut` node trains latent reasoning instead (`hybrid_jax.coconut_train`)."""
+    if "coconut" in cfg:
+        from hybrid_jax.coconut_train import train_coconut
+        return train_coconut(cfg, workdir, devices)
     validate(cfg)
     mesh = make_mesh(cfg.mesh, devices)
     t, seq = cfg.train, cfg.data.seq_len
@@ -205,9 +210,11 @@ def main(argv=None) -> int:
     if jax.process_index() == 0:
         last = [r for r in rows if "loss" in r]
         ev = [r for r in rows if "eval_bpb" in r]
+        acc = [r for r in rows if "accuracy" in r]
         if last:
             print(f"step {last[-1]['step']}: loss {last[-1]['loss']:.4f}, bpb {last[-1]['bpb']:.4f}"
-                  + (f", held-out bpb {ev[-1]['eval_bpb']:.4f}" if ev else ""))
+                  + (f", held-out bpb {ev[-1]['eval_bpb']:.4f}" if ev else "")
+                  + (f", answer accuracy {acc[-1]['accuracy']:.3f} on {acc[-1]['eval_n']}" if acc else ""))
     return 0
 
 

@@ -78,3 +78,27 @@ def test_unknown_mode_raises():
     cfg.patching.mode = "bpe"
     with pytest.raises(ConfigError, match="unknown patching mode 'bpe'"):
         BLT(cfg, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("mode", ["entropy", "static", "space"])
+def test_latent_specials_get_patches_of_their_own(mode):
+    import ml_collections
+    from hybrid_jax.config import model_config
+    t = tokenizer
+    ids = t.encode("ab cd\n") + [t.BOT_ID, t.LATENT_ID, t.LATENT_ID, t.EOT_ID] + t.encode("efgh ij", add_bos=False)
+    ids = jnp.asarray([ids])
+    cfg = model_config().patching
+    cfg.update(mode=mode, patch_size=4, threshold=1.0)
+    # Low entropies everywhere: without isolation the entropy patcher would merge the specials.
+    entropies = jnp.zeros(ids.shape, jnp.float32)
+    starts = np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))[0]
+    for t_ in np.flatnonzero(np.isin(np.asarray(ids)[0], t.LATENT_SPECIALS)):
+        assert starts[t_] and starts[t_ + 1], (mode, t_)
+    # Without specials nothing changes: default 260-id models patch exactly as before.
+    plain = jnp.asarray([t.encode("ab cd\nefgh ij")])
+    got = np.asarray(patching.isolate_specials(jnp.zeros((1, plain.shape[1] + 1), bool), plain))
+    assert not got.any()
+    # Isolation happens before the cap, so max_patches still bounds the patch count.
+    cfg.update(max_patches=3)
+    capped = np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))
+    assert capped.sum() == 3

@@ -27,7 +27,7 @@ def check_record(ex):
         assert step in q  # every step is a stated fact
 
 
-@pytest.mark.parametrize("recipe", [prosqa.Recipe(), prosqa.TINY])
+@pytest.mark.parametrize("recipe", [prosqa.Recipe(), prosqa.TINY, prosqa.MICRO])
 def test_generated_records_follow_the_recipe(recipe):
     records = prosqa.generate(60, seed=5, recipe=recipe)
     for ex in records:

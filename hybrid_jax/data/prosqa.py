@@ -38,6 +38,7 @@ class Recipe:
 
 
 TINY = Recipe(concepts=(6, 9), people=(2, 2), hops=(2, 3), out_degree=(1, 2), short_names=True)
+MICRO = Recipe(concepts=(4, 6), people=(2, 2), hops=(2, 2), out_degree=(1, 2), short_names=True)  # CPU learning runs
 
 
 def concept_names(rng: random.Random, n: int, short: bool) -> list[str]:
@@ -150,11 +151,14 @@ def main(argv=None) -> int:
     p.add_argument("--n_test", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="short names, 2-3 hops, small graphs (CPU tests)")
+    p.add_argument("--micro", action="store_true", help="short names, 2 hops, 6-8 nodes (CPU learning runs)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     args = p.parse_args(argv)
     if min(args.n_train, args.n_valid, args.n_test) < 0:
         raise ValueError("--n_train, --n_valid and --n_test must be >= 0")
-    recipe = TINY if args.tiny else Recipe()
+    if args.tiny and args.micro:
+        raise ValueError("--tiny and --micro exclude each other")
+    recipe = TINY if args.tiny else MICRO if args.micro else Recipe()
     paths = {s: os.path.join(args.out, f"prosqa_{s}.json") for s in ("train", "valid", "test")}
     existing = [f for f in paths.values() if os.path.exists(f)]
     if existing and not args.force:

@@ -8,7 +8,7 @@ import ml_collections
 from flax import nnx
 
 from hybrid_jax.config import validate_model
-from hybrid_jax.model import patching
+from hybrid_jax.model import latent, patching
 from hybrid_jax.model.entropy_model import EntropyModel
 from hybrid_jax.model.global_transformer import GlobalTransformer
 from hybrid_jax.model.layers import dense, dtype_of
@@ -61,20 +61,31 @@ class BLT(nnx.Module):
         starts = patching.compute_starts(self.config.patching, ids, entropies)
         return patching.info_from_starts(starts, entropies)
 
-    def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo) -> jax.Array:
-        """Logits float32 `[batch, length, vocab]` for given patches."""
+    def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo, latent_passes: int = 0) -> jax.Array:
+        """Logits float32 `[batch, length, vocab]` for given patches.
+
+        `latent_passes` > 0 (static) runs the global transformer that many times, feeding each
+        `<latent>` patch the output at the patch before it (continuous thoughts, see
+        `hybrid_jax.model.latent`); exact for up to `latent_passes - 1` latents per row. 0 = one plain
+        pass, where `<latent>` patches keep their encoder output (pause tokens).
+        """
         slots = patching.num_slots(self.config.patching, ids.shape[1])
         byte_states, patch_embeds = self.local_encoder(ids, patches.ids, slots)
-        global_states = self.global_transformer(patch_embeds)
+        if latent_passes:
+            is_latent = latent.latent_patches(ids, patches.ids, slots)
+            global_states = latent.global_with_thoughts(self.global_transformer, patch_embeds, is_latent,
+                                                        latent_passes)
+        else:
+            global_states = self.global_transformer(patch_embeds)
         decoder_ids = patching.decoder_patch_ids(patches.starts)
         h = self.local_decoder(byte_states, global_states, decoder_ids)
         return self.lm_head(h).astype(jnp.float32)
 
-    def __call__(self, ids: jax.Array, patch_lengths: jax.Array | None = None) -> jax.Array:
+    def __call__(self, ids: jax.Array, patch_lengths: jax.Array | None = None, latent_passes: int = 0) -> jax.Array:
         ids = jnp.asarray(ids, jnp.int32)
-        return self.forward_patches(ids, self.patch(ids, patch_lengths))
+        return self.forward_patches(ids, self.patch(ids, patch_lengths), latent_passes)
 
-    def train_forward(self, ids: jax.Array):
+    def train_forward(self, ids: jax.Array, latent_passes: int = 0):
         """(logits, PatchInfo, entropy-model logits or None) in one pass, for training.
 
         The entropy model's logits keep their gradient (for its auxiliary loss when trained online);
@@ -88,4 +99,4 @@ class BLT(nnx.Module):
             entropies = patching.entropies_from_logits(jax.lax.stop_gradient(entropy_logits))
         starts = patching.compute_starts(p, ids, entropies)
         info = patching.info_from_starts(starts, entropies)
-        return self.forward_patches(ids, info), info, entropy_logits
+        return self.forward_patches(ids, info, latent_passes), info, entropy_logits

@@ -27,7 +27,11 @@ class GlobalTransformer(nnx.Module):
         return self.token_embedding_projection(patches)
 
     def __call__(self, patches: jax.Array) -> jax.Array:
-        x = self.embed(patches)
+        return self.run(self.embed(patches))
+
+    def run(self, x: jax.Array) -> jax.Array:
+        """The layers alone, on embedded positions `[batch, patches, d_global]` (latent passes feed
+        their own inputs here)."""
         mask, cos, sin = attention_inputs(self.stack, positions_for(x))
         for layer in self.layers:
             x = layer(x, mask, cos, sin)

@@ -13,7 +13,8 @@ Modes:
 - `space`: a patch ends at a space-like byte (ASCII that is not a letter or digit, or a UTF-8 lead byte)
   that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
   (further spaces of a run open the next patch, as indentation opens a line of code).
-Then `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
+Then the latent-reasoning ids `<bot>`, `<eot>` and `<latent>` become patches of their own
+(`isolate_specials`; a no-op for 260-id models, which never see them), `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
 `max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
 bounds the global transformer's work at `max_patches` positions instead of one per byte.
 """
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hybrid_jax.tokenizer import BYTE_VOCAB, OFFSET
+from hybrid_jax.tokenizer import BYTE_VOCAB, LATENT_SPECIALS, OFFSET
 
 
 class PatchInfo(NamedTuple):
@@ -83,6 +84,20 @@ def space_starts(ids: jax.Array) -> jax.Array:
     special = (ids < OFFSET) | (ids >= BYTE_VOCAB)
     ends = (space & ~after_space) | special
     return _first_two(b, n) | jnp.pad(ends, ((0, 0), (1, 0)))
+
+
+def isolate_specials(starts: jax.Array, ids: jax.Array, specials=LATENT_SPECIALS) -> jax.Array:
+    """Make every id in `specials` a patch of its own: starts[t] and starts[t + 1] where ids[t] is one.
+
+    starts `[batch, length + 1]`, ids `[batch, length]` -> starts. A latent thought is then exactly one
+    global position. starts[t] now depends on byte t itself; that only changes which patch the
+    prediction *of* a special reads, and those predictions are never scored (the program inserts the
+    specials), so no scored prediction sees its target.
+    """
+    special = jnp.isin(ids, jnp.asarray(specials, ids.dtype))
+    before = jnp.pad(special, ((0, 0), (0, 1)))
+    after = jnp.pad(special, ((0, 0), (1, 0)))
+    return starts | before | after
 
 
 def split_long(starts: jax.Array, max_patch_length: int) -> jax.Array:
@@ -145,6 +160,7 @@ def compute_starts(patching, ids: jax.Array, entropies: jax.Array | None) -> jax
         starts = space_starts(ids)
     else:
         raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
+    starts = isolate_specials(starts, ids)
     return cap_patches(split_long(starts, patching.max_patch_length), patching.max_patches)
 
 
