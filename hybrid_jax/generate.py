@@ -66,6 +66,22 @@ def _prefill(graphdef, params, ids, valid, key, *, max_len: int, max_new: int) -
                 jnp.zeros((), jnp.int32), key)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "thoughts"), donate_argnames=("loop",))
+def _force(graphdef, params, loop: Loop, ids, thoughts: bool) -> Loop:
+    """Feed ids int32 `[k]` to every running row, one per step (`<bot>`, thoughts, `<eot>`); they are
+    inputs, not output."""
+    model = nnx.merge(graphdef, params)
+
+    def one(lp, i):
+        col = jnp.full((lp.logits.shape[0], 1), i, jnp.int32)
+        logits, state = incremental.feed(model, lp.state, col, ~lp.done[:, None], always_close=False,
+                                         thoughts=thoughts)
+        done = lp.done | (state.pos >= state.byte_patch.shape[1])
+        return lp._replace(state=state, logits=jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), done=done), None
+
+    return jax.lax.scan(one, loop, ids)[0]
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "stop_at_eos"), donate_argnames=("loop",))
 def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling, stop_at_eos: bool = True) -> Loop:
     """Generate until every row is done or `stop_at` steps have run (traced: one compilation serves
@@ -106,14 +122,21 @@ def encode_prompts(prompts: list[str], context: int | None, max_new_bytes: int):
 
 
 def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling = Sampling(), seed: int = 0,
-        context: int | None = None, on_bytes=None, stream_every: int = 1, stop_at_eos: bool = True) -> Result:
+        context: int | None = None, on_bytes=None, stream_every: int = 1, stop_at_eos: bool = True,
+        latent_steps: int = 0, thoughts: bool = True) -> Result:
     """Generate for a batch of prompts. `on_bytes(row, new_ids)` is called as bytes arrive when given
     (streaming, `stream_every` bytes per device call); otherwise the whole run is one device call.
-    `stop_at_eos=False` treats EOS as any other id (benchmarks: always `max_new_bytes`)."""
+    `stop_at_eos=False` treats EOS as any other id (benchmarks: always `max_new_bytes`).
+    `latent_steps=N` (Coconut models) appends `<bot>`, N `<latent>` and `<eot>` after each prompt before
+    generating; `thoughts=False` keeps the `<latent>` patches plain (pause mode)."""
     if max_new_bytes < 1:
         raise ConfigError(f"max_new_bytes must be >= 1, got {max_new_bytes}")
     sampling.check(model.config.vocab_size)
-    ids, lengths, max_len = encode_prompts(prompts, context, max_new_bytes)
+    if latent_steps and model.config.vocab_size <= tokenizer.LATENT_ID:
+        raise ConfigError(f"--latent_steps needs a model with the latent ids (vocab_size "
+                          f"{model.config.vocab_size} <= {tokenizer.LATENT_ID})")
+    forced = [tokenizer.BOT_ID] + [tokenizer.LATENT_ID] * latent_steps + [tokenizer.EOT_ID] if latent_steps else []
+    ids, lengths, max_len = encode_prompts(prompts, context, max_new_bytes + len(forced))
     valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     graphdef, params = nnx.split(model)
     args = (graphdef, params, jnp.asarray(ids), jnp.asarray(valid), jax.random.key(seed))
@@ -121,7 +144,10 @@ def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling 
     prefill = _prefill.lower(*args, max_len=max_len, max_new=max_new_bytes).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loop = jax.block_until_ready(prefill(*args[1:]))
+    loop = prefill(*args[1:])
+    if forced:
+        loop = _force(graphdef, params, loop, jnp.asarray(forced, jnp.int32), thoughts)
+    loop = jax.block_until_ready(loop)
     prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     decode = _decode.lower(graphdef, params, loop, 0, sampling, stop_at_eos).compile()
@@ -183,6 +209,9 @@ def parse(argv):
     p.add_argument("--top_p", type=float, default=1.0, help="nucleus mass (1 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context", type=int, default=0, help="max bytes per sequence (0 = the checkpoint's)")
+    p.add_argument("--latent_steps", type=int, default=0,
+                   help="Coconut models: continuous thoughts after <bot>, before <eot> (0 = none)")
+    p.add_argument("--pause", action="store_true", help="with --latent_steps: <latent> without feedback")
     p.add_argument("--stream", action="store_true", help="print bytes as they are generated")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
     args = p.parse_args(argv[1:])
@@ -217,7 +246,8 @@ def main(argv=None) -> int:
         def on_bytes(_row, ids):
             sys.stdout.write(stream.feed(ids))
             sys.stdout.flush()
-    res = run(model, prompts, fv.max_new_bytes, sampling, fv.seed, context, on_bytes)
+    res = run(model, prompts, fv.max_new_bytes, sampling, fv.seed, context, on_bytes,
+              latent_steps=fv.latent_steps, thoughts=not fv.pause)
     for i, text in enumerate(res.texts):
         n = len(res.ids[i])
         if fv.json:

@@ -179,3 +179,26 @@ def test_cli_json_stream_and_errors(tmp_path, capsys):
 def cli_main(*args):
     from hybrid_jax import cli
     return cli.run(gen.main, ["generate", *args])
+
+
+@pytest.mark.parametrize("thoughts", [True, False])
+def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
+    """Coconut vocab: `<bot>`, 2 thoughts, `<eot>` then greedy bytes equal the full forward with the
+    thoughts fed back (latent_passes = 3) or, in pause mode, the plain forward; specials get their own
+    patches in both (isolate_specials, also incrementally)."""
+    cfg = tiny("static", patch_size=3)
+    cfg.hash.group_sizes = (3, 5)
+    cfg.vocab_size = tokenizer.COCONUT_VOCAB
+    model = BLT(cfg, nnx.Rngs(2))
+    prompt = "Is a b?"
+    got = gen.run(model, [prompt], 12, latent_steps=2, thoughts=thoughts, stop_at_eos=False).ids[0]
+    seq = tokenizer.encode(prompt) + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID]
+    forward = jax.jit(lambda x: model(x, latent_passes=3 if thoughts else 0))
+    want = []
+    for _ in range(12):
+        x = np.zeros((1, 48), np.int32)
+        x[0, :len(seq)] = seq
+        nxt = int(np.argmax(np.asarray(forward(jnp.asarray(x)))[0, len(seq) - 1]))
+        want.append(nxt)
+        seq.append(nxt)
+    assert got == want

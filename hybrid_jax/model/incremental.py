@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax import tokenizer
 from hybrid_jax.model import patching
 from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack, stack_rope
 from hybrid_jax.model.hashing import hash_table_ids
@@ -128,10 +129,14 @@ def _patch_embeddings(model, bufs: ByteBuffers, first, slots: int):
     return patches.reshape(b, slots, -1)
 
 
-def _close_patches(model, state: State, closed, gpos, slots: int):
+def _close_patches(model, state: State, closed, gpos, slots: int, thought=None):
     """Encode and run one global step for patches `closed + i` (i < slots) at gpos `[batch, slots]`
-    (-1 = not closing). -> (global states `[batch, slots, d_global]`, global caches). Feeding one byte, a patch of at most
-    RECENT bytes is pooled from the buffers' last RECENT entries, so the cost does not grow with context.
+    (-1 = not closing). -> (global states `[batch, slots, d_global]`, global caches).
+
+    Feeding one byte, a patch of at most RECENT bytes is pooled from the buffers' last RECENT entries,
+    so the cost does not grow with context. `thought` bool `[batch]`: patch `closed` is a `<latent>`
+    whose global input is the latest closed patch's global output (a continuous thought, as
+    `hybrid_jax.model.latent`).
     """
     bufs = _buffers(state)
     if slots == 1 and RECENT < bufs.byte_patch.shape[1]:
@@ -142,7 +147,11 @@ def _close_patches(model, state: State, closed, gpos, slots: int):
     else:
         patches = _patch_embeddings(model, bufs, closed, slots)
     glob = model.global_transformer
-    return run_stack(glob.layers, glob.stack, glob.embed(patches), gpos, state.global_)
+    x = glob.embed(patches)
+    if thought is not None:
+        first = (jnp.arange(slots) == 0)[None, :, None]
+        x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
+    return run_stack(glob.layers, glob.stack, x, gpos, state.global_)
 
 
 def _decode_bytes(model, state: State, x, byte_globals, pos):
@@ -163,12 +172,15 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     return logits, tuple(caches)
 
 
-def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True):
+def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
+         thoughts: bool = False):
     """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
 
     -> (logits float32 `[batch, t, vocab]`: next-byte logits of each new byte (garbage where invalid),
     new state). `always_close=False` skips the patch-closing work when no row closes a patch (a
-    runtime branch: the fast path for one byte per step).
+    runtime branch: the fast path for one byte per step). `thoughts=True` feeds a `<latent>` fed as
+    the first byte of a chunk, right after a closed patch (after `<bot>` or another `<latent>`), the
+    previous global output (Coconut mode); otherwise `<latent>` is an ordinary patch (pause mode).
     """
     cfg = model.config
     b, t = ids.shape
@@ -177,10 +189,10 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     entropies, ent_caches = None, state.entropy
     if cfg.patching.mode == "entropy":
         entropies, ent_caches = _entropies(model, state, ids, pos)
-    starts_next, carry = patching.next_starts(cfg.patching, ids, entropies, pos, valid, state.carry)
+    starts_next, forced, carry = patching.next_starts(cfg.patching, ids, entropies, pos, valid, state.carry)
     # Patch of each new byte, and the patch whose global state it reads (the one before byte t+1's).
     before = jnp.cumsum(starts_next.astype(jnp.int32), axis=1) - starts_next
-    byte_patch = state.carry.count[:, None] + before - 1
+    byte_patch = (state.carry.count + forced)[:, None] + before - 1
     reads = byte_patch + starts_next - 1
     cross = model.local_encoder.cross_attn_layers[-1]
     ck, cv = cross.project_kv(x)
@@ -190,26 +202,32 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     closed = state.carry.count - 1
     n_new = carry.count - state.carry.count
 
-    i = jnp.arange(t)[None, :]
+    # A special id can also close the patch before it (see `next_starts`): one more slot.
+    slots = t + (1 if cfg.vocab_size > tokenizer.BOT_ID else 0)
+    i = jnp.arange(slots)[None, :]
     gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
+    thought = None
+    if thoughts:
+        thought = (ids[:, 0] == tokenizer.LATENT_ID) & valid[:, 0] & ~forced
 
     def close(_):
-        return _close_patches(model, state, closed, gpos, t)
+        return _close_patches(model, state, closed, gpos, slots, thought)
 
     def skip(_):
-        return jnp.zeros((b, t, cfg.global_transformer.d_model), state.last_global.dtype), state.global_
+        return jnp.zeros((b, slots, cfg.global_transformer.d_model), state.last_global.dtype), state.global_
 
     if always_close:
         new_globals, global_caches = close(None)
     else:
         new_globals, global_caches = jax.lax.cond(jnp.any(n_new > 0), close, skip, None)
     idx = reads - closed[:, None]
-    picked = jnp.take_along_axis(new_globals, jnp.clip(idx, 0, t - 1)[:, :, None], axis=1)
+    picked = jnp.take_along_axis(new_globals, jnp.clip(idx, 0, slots - 1)[:, :, None], axis=1)
     byte_globals = jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
-    latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, t - 1)[:, None, None], axis=1)[:, 0]
+    latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, slots - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
     logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
-    open_start = jnp.maximum(state.open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
+    open_start = jnp.where(forced, pos[:, 0], state.open_start)
+    open_start = jnp.maximum(open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
     state = state._replace(pos=state.pos + valid.sum(axis=1, dtype=jnp.int32), history=history, carry=carry,
                            open_start=open_start,
                            last_global=last_global, entropy=ent_caches, encoder=enc_caches,

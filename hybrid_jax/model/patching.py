@@ -196,13 +196,15 @@ def initial_carry(batch: int) -> PatchCarry:
 
 
 def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.Array, valid: jax.Array,
-                carry: PatchCarry) -> tuple[jax.Array, PatchCarry]:
+                carry: PatchCarry) -> tuple[jax.Array, jax.Array, PatchCarry]:
     """Incremental `compute_starts`: whether the byte after each new byte begins a patch.
 
     ids, pos int32 `[batch, t]` (new bytes and their positions), valid bool `[batch, t]` (a row's valid
-    bytes come first), entropies `[batch, t]` for entropy mode. -> bool `[batch, t]` (entry j is
-    `starts[pos[j] + 1]`, False where invalid) and the carry after each row's last valid byte. Chunks
-    fed in order give exactly `compute_starts` of the whole sequence.
+    bytes come first), entropies `[batch, t]` for entropy mode. -> (bool `[batch, t]`: entry j is
+    `starts[pos[j] + 1]`, False where invalid; bool `[batch]`: a patch begins at the first new byte
+    although the carry did not expect one, because it is a special id (`isolate_specials`); the carry
+    after each row's last valid byte). Chunks fed in order give exactly `compute_starts` of the whole
+    sequence.
     """
     t = pos + 1
     if patching.mode == "entropy":
@@ -213,12 +215,19 @@ def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.
         space = space_like(ids)
         before = jnp.concatenate([carry.prev_space[:, None], space[:, :-1]], axis=1)
         raw = (space & ~before) | (ids < OFFSET) | (ids >= BYTE_VOCAB)
-    raw = (raw | (t < 2)) & valid
-    last = jnp.maximum(carry.last_start[:, None], jax.lax.cummax(jnp.where(raw, t, -1), axis=1))
+    special = jnp.isin(ids, jnp.asarray(LATENT_SPECIALS, ids.dtype)) & valid
+    # A special id starts a patch of its own: one begins at it and one right after it.
+    raw = (raw | (t < 2) | special | jnp.pad(special[:, 1:], ((0, 0), (0, 1)))) & valid
+    forced = special[:, 0] & ~carry.pending
+    if patching.max_patches:
+        forced &= carry.count < patching.max_patches
+    count0 = carry.count + forced.astype(jnp.int32)
+    last0 = jnp.where(forced, pos[:, 0], carry.last_start)
+    last = jnp.maximum(last0[:, None], jax.lax.cummax(jnp.where(raw, t, -1), axis=1))
     starts = raw
     if patching.max_patch_length:
         starts = starts | (valid & ((t - last) % patching.max_patch_length == 0))
-    count = carry.count[:, None] + jnp.cumsum(starts.astype(jnp.int32), axis=1)
+    count = count0[:, None] + jnp.cumsum(starts.astype(jnp.int32), axis=1)
     if patching.max_patches:
         starts = starts & (count <= patching.max_patches)
     n = valid.sum(axis=1)
@@ -227,7 +236,7 @@ def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.
     def after(x, old):
         return jnp.where(n > 0, jnp.take_along_axis(x, at, axis=1)[:, 0], old)
 
-    new = PatchCarry(pending=after(starts, carry.pending), last_start=after(last, carry.last_start),
-                     count=carry.count + starts.sum(axis=1, dtype=jnp.int32),
+    new = PatchCarry(pending=after(starts, carry.pending), last_start=after(last, last0),
+                     count=count0 + starts.sum(axis=1, dtype=jnp.int32),
                      prev_space=after(space_like(ids), carry.prev_space))
-    return starts, new
+    return starts, forced, new
