@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from hybrid_jax.checkpoint import manager, model_with_params, save_train_state
+from hybrid_jax.checkpoint import manager, model_with_params
 from hybrid_jax.config import validate
 from hybrid_jax.data import curriculum as cur
 from hybrid_jax.data.coconut import load_examples
@@ -73,7 +73,7 @@ def qa_eval(cfg, params, examples, stage: int) -> dict:
 
 def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
     """Run (or resume) a latent-reasoning run; returns the logged metric rows of this run."""
-    from hybrid_jax.train import StopFlag, start_or_resume
+    from hybrid_jax.train import StopFlag, checkpoint_step, close_run, start_or_resume
 
     validate(cfg)
     cc, t = cfg.coconut, cfg.train
@@ -128,15 +128,8 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
         if valid and epoch_done and (s == cfg.train.steps or (
                 cc.eval_every_epochs and (epoch + 1) % cc.eval_every_epochs == 0)):
             log(s, {**qa_eval(cfg, state["params"], valid, stage), "epoch": epoch, "stage": stage})
-        save_train_state(mngr, s, state, {"step": s, "seed": cfg.seed, "data": schedule.get_state(),
-                                          "stage": stage}, force=stop.set or s == cfg.train.steps)
-        if stop.set:
-            if main:
-                print(f"\nstopped by signal at step {s}; checkpoint saved", file=sys.stderr)
+        meta = {"step": s, "seed": cfg.seed, "data": schedule.get_state(), "stage": stage}
+        if checkpoint_step(mngr, s, state, meta, stop, s == cfg.train.steps, main):
             break
-    mngr.wait_until_finished()
-    mngr.close()
-    stop.restore()
-    progress.close()
-    writer.close()
+    close_run(mngr, stop, progress, writer)
     return rows

@@ -73,13 +73,18 @@ def _force(graphdef, params, loop: Loop, ids, thoughts: bool) -> Loop:
     model = nnx.merge(graphdef, params)
 
     def one(lp, i):
-        col = jnp.full((lp.logits.shape[0], 1), i, jnp.int32)
-        logits, state = incremental.feed(model, lp.state, col, ~lp.done[:, None], always_close=False,
-                                         thoughts=thoughts)
-        done = lp.done | (state.pos >= state.byte_patch.shape[1])
-        return lp._replace(state=state, logits=jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), done=done), None
+        return _feed_column(model, lp, jnp.full(lp.done.shape, i, jnp.int32), lp.done, thoughts), None
 
     return jax.lax.scan(one, loop, ids)[0]
+
+
+def _feed_column(model, lp: Loop, ids, done, thoughts: bool = False) -> Loop:
+    """Feed one id per row, ids int32 `[batch]`, to the rows not `done`. Rows that were already done
+    keep their logits; a row whose sequence fills the buffer becomes done."""
+    logits, state = incremental.feed(model, lp.state, ids[:, None], ~done[:, None], always_close=False,
+                                     thoughts=thoughts)
+    done = done | (state.pos >= state.byte_patch.shape[1])
+    return lp._replace(state=state, logits=jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), done=done)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "stop_at_eos"), donate_argnames=("loop",))
@@ -87,7 +92,6 @@ def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling, stop_at_e
     """Generate until every row is done or `stop_at` steps have run (traced: one compilation serves
     both a whole run and streaming in small pieces)."""
     model = nnx.merge(graphdef, params)
-    max_len = loop.state.byte_patch.shape[1]
     max_new = loop.out.shape[1]
 
     def running(lp):
@@ -97,9 +101,7 @@ def _decode(graphdef, params, loop: Loop, stop_at, sampling: Sampling, stop_at_e
         nxt = sample(lp.logits, jax.random.fold_in(lp.key, lp.step), sampling)
         out = lp.out.at[:, lp.step].set(jnp.where(lp.done, -1, nxt))
         done = lp.done | ((nxt == tokenizer.EOS_ID) & stop_at_eos)
-        logits, state = incremental.feed(model, lp.state, nxt[:, None], ~done[:, None], always_close=False)
-        done = done | (state.pos >= max_len)
-        return Loop(state, jnp.where(lp.done[:, None], lp.logits, logits[:, 0]), out, done, lp.step + 1, lp.key)
+        return _feed_column(model, lp, nxt, done)._replace(out=out, step=lp.step + 1)
 
     return jax.lax.while_loop(running, body, loop)
 

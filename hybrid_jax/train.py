@@ -179,18 +179,28 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
             row = evaluate(eval_fn, state["params"], evals, b_sh)
             rows.append({"step": s, **row})
             writer.write(s, row)
-        save_train_state(mngr, s, state, {"step": s, "seed": cfg.seed, "data": data_iter.get_state()},
-                         force=stop.set or s == t.steps)
-        if stop.set:
-            if main:
-                print(f"\nstopped by signal at step {s}; checkpoint saved", file=sys.stderr)
+        meta = {"step": s, "seed": cfg.seed, "data": data_iter.get_state()}
+        if checkpoint_step(mngr, s, state, meta, stop, s == t.steps, main):
             break
+    close_run(mngr, stop, progress, writer)
+    return rows
+
+
+def checkpoint_step(mngr, step: int, state: dict, meta: dict, stop: StopFlag, last: bool, main: bool) -> bool:
+    """Save after `step` (forced at the last step or when a signal arrived); True when the run must stop."""
+    save_train_state(mngr, step, state, meta, force=stop.set or last)
+    if stop.set and main:
+        print(f"\nstopped by signal at step {step}; checkpoint saved", file=sys.stderr)
+    return stop.set
+
+
+def close_run(mngr, stop: StopFlag, progress, writer) -> None:
+    """Wait for pending saves, then put back the signal handlers and close the logs."""
     mngr.wait_until_finished()
     mngr.close()
     stop.restore()
     progress.close()
     writer.close()
-    return rows
 
 
 def evaluate(eval_fn, params, batches, b_sh) -> dict:

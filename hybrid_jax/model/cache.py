@@ -20,7 +20,8 @@ import jax.numpy as jnp
 
 from hybrid_jax.config import kv_heads
 from hybrid_jax.model.attention import causal_mask
-from hybrid_jax.model.layers import apply_rope, rope_tables
+from hybrid_jax.model.layers import apply_rope
+from hybrid_jax.model.transformer import stack_rope
 
 
 class KVCache(NamedTuple):
@@ -109,10 +110,6 @@ def layer_step(layer, stack, x, pos, cache: KVCache, cos, sin):
     a, cache = self_attention(layer.self_attn, layer.input_layernorm(x), pos, stack.window, cache, cos, sin)
     x = x + a
     return x + layer.mlp(layer.post_attention_layernorm(x)), cache
-
-
-def stack_rope(stack, pos: jax.Array):
-    return rope_tables(pos, stack.d_model // stack.heads, stack.rope_theta)
 
 
 def run_stack(layers, stack, x: jax.Array, pos: jax.Array, caches):

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 
 from hybrid_jax import tokenizer
 from hybrid_jax.model import patching
-from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack, stack_rope
+from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack
+from hybrid_jax.model.transformer import stack_rope
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
 from hybrid_jax.model.local_encoder import patch_query_mask

@@ -47,7 +47,11 @@ def positions_for(x: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), x.shape[:2])
 
 
+def stack_rope(stack, positions: jax.Array):
+    """Rotary tables (cos, sin) of a stack at `positions` `[batch, length]`."""
+    return rope_tables(positions, stack.d_model // stack.heads, stack.rope_theta)
+
+
 def attention_inputs(stack, positions: jax.Array):
     """Causal (windowed) mask and rotary tables for a stack at `positions` `[batch, length]`."""
-    cos, sin = rope_tables(positions, stack.d_model // stack.heads, stack.rope_theta)
-    return causal_mask(positions, positions, stack.window), cos, sin
+    return (causal_mask(positions, positions, stack.window), *stack_rope(stack, positions))
