@@ -185,7 +185,7 @@ def cli_main(*args):
 def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
     """Coconut vocab: `<bot>`, 2 thoughts, `<eot>` then greedy bytes equal the full forward with the
     thoughts fed back (latent_passes = 3) or, in pause mode, the plain forward; specials get their own
-    patches in both (isolate_specials, also incrementally)."""
+    patches in both (also incrementally)."""
     cfg = tiny("static", patch_size=3)
     cfg.hash.group_sizes = (3, 5)
     cfg.vocab_size = tokenizer.COCONUT_VOCAB

@@ -6,28 +6,40 @@ from hybrid_jax import tokenizer
 from hybrid_jax.model import patching
 
 
+def starts_of(mode, ids=None, entropies=None, length=0, **kw):
+    """`compute_starts` of a patching config with `kw` overrides, row 0 as a numpy array."""
+    import ml_collections
+    from hybrid_jax.config import model_config
+    cfg = model_config().patching
+    cfg.update(mode=mode, **kw)
+    if ids is None:
+        n = entropies.shape[1] if entropies is not None else length
+        ids = jnp.full((1, n), tokenizer.OFFSET + ord("a"), jnp.int32)
+    return np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))[0]
+
+
 def lengths(starts):
     return np.asarray(patching.info_from_starts(jnp.asarray(starts)).lengths)
 
 
 def test_static_patches_after_lone_bos():
-    s = np.asarray(patching.static_starts(1, 9, 3))[0]
+    s = starts_of("static", length=9, patch_size=3)
     assert np.flatnonzero(s).tolist() == [0, 1, 4, 7]
     assert lengths(s[None])[0].tolist() == [1, 3, 3, 2, 0, 0, 0, 0, 0, 0]
     # length 10: the last patch is full, so the next byte (position 10) starts a new patch.
-    s = np.asarray(patching.static_starts(1, 10, 3))[0]
+    s = starts_of("static", length=10, patch_size=3)
     assert np.flatnonzero(s).tolist() == [0, 1, 4, 7, 10]
     assert lengths(s[None])[0, :6].tolist() == [1, 3, 3, 3, 1, 0]
 
 
 def test_space_patches_hand_checked():
     ids = jnp.asarray([tokenizer.encode("ab  cd,e")])
-    s = np.asarray(patching.space_starts(ids))[0]
+    s = starts_of("space", ids)
     # [BOS] [a b ' '] [' ' c d ,] [e]
     assert np.flatnonzero(s).tolist() == [0, 1, 4, 8]
     assert lengths(s[None])[0, :5].tolist() == [1, 3, 4, 1, 0]
     ids = jnp.asarray([tokenizer.encode("x = 1\n    y")])
-    s = np.asarray(patching.space_starts(ids))[0]
+    s = starts_of("space", ids)
     pieces = [bytes(tokenizer.ids_to_bytes(np.asarray(ids)[0, a:b])) for a, b in
               zip(np.flatnonzero(s), list(np.flatnonzero(s)[1:]) + [ids.shape[1]])]
     # "=" follows a space, so it does not end a patch: punctuation runs stay together
@@ -41,15 +53,16 @@ def test_space_like_bytes():
 
 
 def test_split_long_patches():
-    s = np.array([[1, 1, 0, 0, 0, 0, 1, 0, 0]], bool)
-    got = np.asarray(patching.split_long(jnp.asarray(s), 2))[0]
+    # entropy starts at [0, 1, 6] (entropy[5] is high); pieces of at most 2 bytes after each start
+    ent = jnp.zeros((1, 8)).at[0, 5].set(9.0)
+    assert np.flatnonzero(starts_of("entropy", entropies=ent, threshold=1.0)).tolist() == [0, 1, 6]
+    got = starts_of("entropy", entropies=ent, threshold=1.0, max_patch_length=2)
     assert np.flatnonzero(got).tolist() == [0, 1, 3, 5, 6, 8]
-    assert (np.asarray(patching.split_long(jnp.asarray(s), 0)) == s).all()
 
 
 def test_entropy_starts_ignore_first_entropy():
     ent = jnp.asarray([[9.0, 0.1, 2.0, 0.1, 3.0]])
-    s = np.asarray(patching.entropy_starts(ent, 1.0))[0]
+    s = starts_of("entropy", entropies=ent, threshold=1.0)
     # position t >= 2 starts iff entropy[t-1] > 1; entropy[4] > 1 opens position 5 (= length)
     assert np.flatnonzero(s).tolist() == [0, 1, 3, 5]
 
@@ -94,10 +107,6 @@ def test_latent_specials_get_patches_of_their_own(mode):
     starts = np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))[0]
     for t_ in np.flatnonzero(np.isin(np.asarray(ids)[0], t.LATENT_SPECIALS)):
         assert starts[t_] and starts[t_ + 1], (mode, t_)
-    # Without specials nothing changes: default 260-id models patch exactly as before.
-    plain = jnp.asarray([t.encode("ab cd\nefgh ij")])
-    got = np.asarray(patching.isolate_specials(jnp.zeros((1, plain.shape[1] + 1), bool), plain))
-    assert not got.any()
     # Isolation happens before the cap, so max_patches still bounds the patch count.
     cfg.update(max_patches=3)
     capped = np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))

@@ -30,6 +30,46 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
     return out.reshape(*out.shape[:2], -1)
 
 
+def attend_own_keys(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Attention where every query has its own few keys (a byte reading the k slots of its patch).
+
+    q `[batch, n, heads, head_dim]`, k/v `[batch, n, keys, kv_heads, head_dim]` -> `[batch, n, heads * head_dim]`.
+    Equals `attend` with a mask that shows each query exactly these keys, at O(n * keys) cost.
+    """
+    b, n, h, hd = q.shape
+    g = k.shape[3]
+    qg = q.reshape(b, n, g, h // g, hd)
+    scores = jnp.einsum("bngrd,bnjgd->bngrj", qg, k, preferred_element_type=jnp.float32) * hd ** -0.5
+    w = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bngrj,bnjgd->bngrd", w, v).reshape(b, n, h * hd)
+
+
+def _per_row(fn, data, ids, num):
+    return jax.vmap(lambda d, i: fn(d, i, num_segments=num, indices_are_sorted=True))(data, ids)
+
+
+def attend_segments(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) -> jax.Array:
+    """The queries of segment s attend to the keys whose segment id is s (patch queries over their bytes).
+
+    q `[batch, segments, j, heads, head_dim]`, k/v `[batch, n, kv_heads, head_dim]`, seg int32 `[batch, n]`
+    (non-decreasing) -> `[batch, segments, j, heads * head_dim]`. Equals `attend` with the mask
+    `seg[key] == segment of the query`, including its rule for a segment without keys (the uniform
+    average of all keys), but costs O(n * j) instead of O(segments * j * n): softmax per segment with
+    segment max / sum.
+    """
+    b, S, j, h, hd = q.shape
+    g = k.shape[2]
+    q_at = jnp.take_along_axis(q, seg[:, :, None, None, None], axis=1).reshape(b, -1, j, g, h // g, hd)
+    scores = jnp.einsum("bnjgrd,bngd->bnjgr", q_at, k, preferred_element_type=jnp.float32) * hd ** -0.5
+    top = jax.lax.stop_gradient(_per_row(jax.ops.segment_max, scores, seg, S))
+    e = jnp.exp(scores - jnp.take_along_axis(top, seg[:, :, None, None, None], axis=1))
+    z = _per_row(jax.ops.segment_sum, e, seg, S)
+    num = _per_row(jax.ops.segment_sum, e[..., None] * v[:, :, None, :, None, :].astype(jnp.float32), seg, S)
+    uniform = v.astype(jnp.float32).mean(axis=1)[:, None, None, :, None, :]
+    out = jnp.where(z[..., None] > 0, num / jnp.where(z > 0, z, 1.0)[..., None], uniform)
+    return out.astype(v.dtype).reshape(b, S, j, h * hd)
+
+
 class SelfAttention(nnx.Module):
     """Causal multi-head self-attention with rotary positions: `[batch, length, d] -> [batch, length, d]`."""
 
@@ -81,11 +121,30 @@ class CrossAttention(nnx.Module):
         v = self.v_proj(kv_in).reshape(b, -1, self.kv_heads, self.head_dim)
         return k, v
 
+    def _queries(self, queries):
+        return self.q_proj(self.q_norm(queries)).reshape(*queries.shape[:-1], self.heads, self.head_dim)
+
     def attend_kv(self, queries, k, v, mask):
         """The layer's output for projected keys/values `k`, `v` (see `project_kv`)."""
-        b, t, _ = queries.shape
-        q = self.q_proj(self.q_norm(queries)).reshape(b, t, self.heads, self.head_dim)
-        return self.o_proj(attend(q, k, v, mask)) + queries
+        return self.o_proj(attend(self._queries(queries), k, v, mask)) + queries
+
+    def own_keys(self, queries, states, index, j):
+        """Query t attends only to the `j` states of group `index[t]`: queries `[batch, n, d]`, states
+        `[batch, groups * j, d]`, index int32 `[batch, n]` -> `[batch, n, d]` (the decoder's bytes)."""
+        b = states.shape[0]
+        k, v = (x.reshape(b, -1, j, *x.shape[2:]) for x in self.project_kv(states))
+        at = index[:, :, None, None, None]
+        k, v = jnp.take_along_axis(k, at, axis=1), jnp.take_along_axis(v, at, axis=1)
+        return self.o_proj(attend_own_keys(self._queries(queries), k, v)) + queries
+
+    def segments(self, queries, states, seg, j):
+        """Query slot s attends to the states of segment s // j: queries `[batch, segments * j, d]`,
+        states `[batch, n, d]`, seg int32 `[batch, n]` -> `[batch, segments * j, d]` (the encoder's
+        patch queries over their bytes)."""
+        b, sj, _ = queries.shape
+        q = self._queries(queries).reshape(b, sj // j, j, self.heads, self.head_dim)
+        out = attend_segments(q, *self.project_kv(states), seg).reshape(b, sj, -1)
+        return self.o_proj(out) + queries
 
     def __call__(self, queries, states, mask):
         return self.attend_kv(queries, *self.project_kv(states), mask)

@@ -160,13 +160,13 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     -> (logits float32 `[batch, t, vocab]`, decoder caches)."""
     dec = model.local_decoder
     b, t, d = x.shape
-    keys = dec.patch_embedding_projection(byte_globals).reshape(b * t, dec.k, d)
-    cross_mask = jnp.ones((b * t, 1, 1, dec.k), bool)
+    keys = dec.patch_embedding_projection(byte_globals).reshape(b, t * dec.k, d)
+    own = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     cos, sin = stack_rope(dec.stack, pos)
     caches = []
     for i, layer in enumerate(dec.layers):
         if i == 0 or dec.stack.cross_attn_all_layers:
-            x = x + dec.cross_attn_layers[i](x.reshape(b * t, 1, d), keys, cross_mask).reshape(b, t, d)
+            x = x + dec.cross_attn_layers[i].own_keys(x, keys, own, dec.k)
         x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin)
         caches.append(cache)
     logits = model.lm_head(dec.norm(x)).astype(jnp.float32)

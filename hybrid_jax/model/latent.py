@@ -1,6 +1,6 @@
 """Continuous thoughts (Coconut, Hao et al. 2024) on the global transformer.
 
-Every `<latent>` id is a patch of its own (`patching.isolate_specials`), so a thought is one global
+Every `<latent>` id is a patch of its own (`patching.compute_starts`), so a thought is one global
 position. Its global *input* (in d_global space, i.e. after `token_embedding_projection`) is replaced by
 the global transformer's *output* at the patch just before it: the last hidden state is fed back as the
 next input embedding, as the paper does with an LLM's last hidden state. The local encoder and decoder

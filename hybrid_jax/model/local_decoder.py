@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from hybrid_jax.model.attention import CrossAttention
 from hybrid_jax.model.layers import RMSNorm, dense
 from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
-
-
-def byte_query_mask(decoder_patch_ids: jax.Array, num_patches: int, k: int) -> jax.Array:
-    """bool `[batch, 1, length, num_patches * k]`: byte t sees the k slots of patch decoder_patch_ids[t]."""
-    slot_patch = jnp.arange(num_patches * k) // k
-    return (decoder_patch_ids[:, :, None] == slot_patch[None, None, :])[:, None]
 
 
 class LocalDecoder(nnx.Module):
@@ -34,10 +27,9 @@ class LocalDecoder(nnx.Module):
     def __call__(self, x: jax.Array, patches: jax.Array, decoder_patch_ids: jax.Array) -> jax.Array:
         b, p, _ = patches.shape
         keys = self.patch_embedding_projection(patches).reshape(b, p * self.k, -1)
-        cross_mask = byte_query_mask(decoder_patch_ids, p, self.k)
         mask, cos, sin = attention_inputs(self.stack, positions_for(x))
         for i, layer in enumerate(self.layers):
             if i == 0 or self.stack.cross_attn_all_layers:
-                x = x + self.cross_attn_layers[i](x, keys, cross_mask)
+                x = x + self.cross_attn_layers[i].own_keys(x, keys, decoder_patch_ids, self.k)
             x = layer(x, mask, cos, sin)
         return self.norm(x)

@@ -56,7 +56,6 @@ class LocalEncoder(nnx.Module):
         slots = slots or n
         x = self.embed(ids)
         mask, cos, sin = attention_inputs(self.stack, positions_for(x))
-        cross_mask = patch_query_mask(patch_ids, slots, self.k)
         patches = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -66,5 +65,5 @@ class LocalEncoder(nnx.Module):
                 queries = self.patch_embedding_projection(patch_reduce_max(x, patch_ids, slots))
                 queries = queries.reshape(b, slots * self.k, -1)
                 cross = self.cross_attn_layers[i if self.stack.cross_attn_all_layers else 0]
-                patches = queries + cross(queries, x, cross_mask)
+                patches = queries + cross.segments(queries, x, patch_ids, self.k)
         return x, patches.reshape(b, slots, -1)

@@ -14,7 +14,9 @@ Modes:
   that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
   (further spaces of a run open the next patch, as indentation opens a line of code).
 Then the latent-reasoning ids `<bot>`, `<eot>` and `<latent>` become patches of their own
-(`isolate_specials`; a no-op for 260-id models, which never see them), `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
+(a no-op for 260-id models, which never see them; this makes starts[t] depend on id t itself, which
+only changes the patch read by the prediction *of* a special id, and the program, not the model,
+writes those, so they are never scored), `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
 `max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
 bounds the global transformer's work at `max_patches` positions instead of one per byte.
 """
@@ -49,24 +51,6 @@ def entropies_from_logits(logits: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def _first_two(batch: int, length: int) -> jax.Array:
-    t = jnp.arange(length + 1)
-    return jnp.broadcast_to(t < 2, (batch, length + 1))
-
-
-def entropy_starts(entropies: jax.Array, threshold: float) -> jax.Array:
-    """entropies `[batch, length]` -> starts `[batch, length + 1]`."""
-    b, n = entropies.shape
-    # Position t >= 2 starts a patch iff entropy[t - 1] > threshold; entropy[0] is never used.
-    high = jnp.pad(entropies > threshold, ((0, 0), (1, 0)))
-    return _first_two(b, n) | (high & (jnp.arange(n + 1) >= 2))
-
-
-def static_starts(batch: int, length: int, patch_size: int) -> jax.Array:
-    t = jnp.arange(length + 1)
-    return _first_two(batch, length) | ((t >= 1) & ((t - 1) % patch_size == 0))
-
-
 def space_like(ids: jax.Array) -> jax.Array:
     """bool: ASCII non-alphanumeric bytes and UTF-8 lead bytes (>= 0xC0)."""
     b = ids - OFFSET
@@ -74,39 +58,6 @@ def space_like(ids: jax.Array) -> jax.Array:
     alnum = ((b >= ord("0")) & (b <= ord("9"))) | ((b >= ord("A")) & (b <= ord("Z"))) | (
         (b >= ord("a")) & (b <= ord("z")))
     return is_byte & (((b < 0x80) & ~alnum) | (b >= 0xC0))
-
-
-def space_starts(ids: jax.Array) -> jax.Array:
-    """ids `[batch, length]` -> starts `[batch, length + 1]`."""
-    b, n = ids.shape
-    space = space_like(ids)
-    after_space = jnp.pad(space[:, :-1], ((0, 0), (1, 0)))
-    special = (ids < OFFSET) | (ids >= BYTE_VOCAB)
-    ends = (space & ~after_space) | special
-    return _first_two(b, n) | jnp.pad(ends, ((0, 0), (1, 0)))
-
-
-def isolate_specials(starts: jax.Array, ids: jax.Array, specials=LATENT_SPECIALS) -> jax.Array:
-    """Make every id in `specials` a patch of its own: starts[t] and starts[t + 1] where ids[t] is one.
-
-    starts `[batch, length + 1]`, ids `[batch, length]` -> starts. A latent thought is then exactly one
-    global position. starts[t] now depends on byte t itself; that only changes which patch the
-    prediction *of* a special reads, and those predictions are never scored (the program inserts the
-    specials), so no scored prediction sees its target.
-    """
-    special = jnp.isin(ids, jnp.asarray(specials, ids.dtype))
-    before = jnp.pad(special, ((0, 0), (0, 1)))
-    after = jnp.pad(special, ((0, 0), (1, 0)))
-    return starts | before | after
-
-
-def split_long(starts: jax.Array, max_patch_length: int) -> jax.Array:
-    """Also start a patch every `max_patch_length` bytes into a patch. starts `[batch, n]` -> `[batch, n]`."""
-    if not max_patch_length:
-        return starts
-    t = jnp.arange(starts.shape[1])
-    last_start = jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
-    return starts | ((t - last_start) % max_patch_length == 0)
 
 
 def starts_from_lengths(lengths: jax.Array, length: int) -> jax.Array:
@@ -150,25 +101,13 @@ def decoder_patch_ids(starts: jax.Array) -> jax.Array:
 
 
 def compute_starts(patching, ids: jax.Array, entropies: jax.Array | None) -> jax.Array:
-    """starts `[batch, length + 1]` for a `model.patching` config node."""
+    """starts `[batch, length + 1]` for a `model.patching` config node: byte 0 begins a patch, and
+    `next_starts` from the initial carry decides every later position (one set of rules for training
+    and for incremental generation)."""
     b, n = ids.shape
-    if patching.mode == "entropy":
-        starts = entropy_starts(entropies, patching.threshold)
-    elif patching.mode == "static":
-        starts = static_starts(b, n, patching.patch_size)
-    elif patching.mode == "space":
-        starts = space_starts(ids)
-    else:
-        raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
-    starts = isolate_specials(starts, ids)
-    return cap_patches(split_long(starts, patching.max_patch_length), patching.max_patches)
-
-
-def cap_patches(starts: jax.Array, max_patches: int) -> jax.Array:
-    """Drop starts after the first `max_patches` (0 = no cap). starts `[batch, n]` -> `[batch, n]`."""
-    if not max_patches:
-        return starts
-    return starts & (jnp.cumsum(starts.astype(jnp.int32), axis=1) <= max_patches)
+    pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+    after, _, _ = next_starts(patching, ids, entropies, pos, jnp.ones((b, n), bool), initial_carry(b))
+    return jnp.concatenate([jnp.ones((b, 1), bool), after], axis=1)
 
 
 def num_slots(patching, length: int) -> int:
@@ -202,11 +141,13 @@ def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.
     ids, pos int32 `[batch, t]` (new bytes and their positions), valid bool `[batch, t]` (a row's valid
     bytes come first), entropies `[batch, t]` for entropy mode. -> (bool `[batch, t]`: entry j is
     `starts[pos[j] + 1]`, False where invalid; bool `[batch]`: a patch begins at the first new byte
-    although the carry did not expect one, because it is a special id (`isolate_specials`); the carry
+    although the carry did not expect one, because it is a special id; the carry
     after each row's last valid byte). Chunks fed in order give exactly `compute_starts` of the whole
-    sequence.
+    sequence (`compute_starts` is defined that way).
     """
     t = pos + 1
+    if patching.mode not in ("entropy", "static", "space"):
+        raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
     if patching.mode == "entropy":
         raw = entropies > patching.threshold
     elif patching.mode == "static":

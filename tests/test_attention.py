@@ -1,0 +1,56 @@
+"""The gathered and segmented cross-attentions equal dense masked attention (values and gradients)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_jax.model.attention import attend, attend_own_keys, attend_segments
+
+TOL = 1e-5  # float32
+
+
+def _qkv(key, b, nq, nk, heads, kv_heads, hd):
+    kq, kk, kv = jax.random.split(key, 3)
+    return (jax.random.normal(kq, (b, nq, heads, hd)), jax.random.normal(kk, (b, nk, kv_heads, hd)),
+            jax.random.normal(kv, (b, nk, kv_heads, hd)))
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_segments_equal_masked_attention(kv_heads):
+    b, S, j, n, heads, hd = 2, 6, 2, 11, 4, 8
+    # row 0: segments 0..3 used, 4 and 5 empty; row 1: segment 2 empty in the middle
+    seg = jnp.asarray([[0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 3], [0, 1, 1, 1, 3, 3, 4, 4, 5, 5, 5]], jnp.int32)
+    q, k, v = _qkv(jax.random.key(0), b, S * j, n, heads, kv_heads, hd)
+    mask = ((jnp.arange(S * j) // j)[None, :, None] == seg[:, None, :])[:, None]
+
+    def dense(q, k, v):
+        return attend(q, k, v, mask)
+
+    def segmented(q, k, v):
+        return attend_segments(q.reshape(b, S, j, heads, hd), k, v, seg).reshape(b, S * j, -1)
+
+    np.testing.assert_allclose(segmented(q, k, v), dense(q, k, v), atol=TOL)
+    w = jax.random.normal(jax.random.key(1), (b, S * j, heads * hd))
+    g_dense = jax.grad(lambda *a: (dense(*a) * w).sum(), argnums=(0, 1, 2))(q, k, v)
+    g_seg = jax.grad(lambda *a: (segmented(*a) * w).sum(), argnums=(0, 1, 2))(q, k, v)
+    for a, e in zip(g_seg, g_dense):
+        np.testing.assert_allclose(a, e, atol=TOL)
+
+
+def test_own_keys_equal_masked_attention():
+    b, n, p, j, heads, kv_heads, hd = 2, 7, 4, 2, 4, 2, 8
+    index = jnp.asarray([[0, 0, 1, 1, 2, 3, 3], [0, 1, 1, 1, 1, 2, 3]], jnp.int32)
+    q, k, v = _qkv(jax.random.key(2), b, n, p * j, heads, kv_heads, hd)
+    mask = (index[:, :, None] == (jnp.arange(p * j) // j)[None, None, :])[:, None]
+    at = index[:, :, None, None, None]
+
+    def gathered(q, k, v):
+        kk, vv = (jnp.take_along_axis(x.reshape(b, p, j, kv_heads, hd), at, axis=1) for x in (k, v))
+        return attend_own_keys(q, kk, vv)
+
+    np.testing.assert_allclose(gathered(q, k, v), attend(q, k, v, mask), atol=TOL)
+    g1 = jax.grad(lambda *a: gathered(*a).sum(), argnums=(0, 1, 2))(q, k, v)
+    g2 = jax.grad(lambda *a: attend(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    for a, e in zip(g1, g2):
+        np.testing.assert_allclose(a, e, atol=TOL)
