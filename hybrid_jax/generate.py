@@ -125,12 +125,13 @@ def encode_prompts(prompts: list[str], context: int | None, max_new_bytes: int):
 
 def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling = Sampling(), seed: int = 0,
         context: int | None = None, on_bytes=None, stream_every: int = 1, stop_at_eos: bool = True,
-        latent_steps: int = 0, thoughts: bool = True) -> Result:
+        latent_steps: int = 0, thoughts: bool = True, then: list[int] | None = None) -> Result:
     """Generate for a batch of prompts. `on_bytes(row, new_ids)` is called as bytes arrive when given
     (streaming, `stream_every` bytes per device call); otherwise the whole run is one device call.
     `stop_at_eos=False` treats EOS as any other id (benchmarks: always `max_new_bytes`).
     `latent_steps=N` (Coconut models) appends `<bot>`, N `<latent>` and `<eot>` after each prompt before
-    generating; `thoughts=False` keeps the `<latent>` patches plain (pause mode)."""
+    generating; `thoughts=False` keeps the `<latent>` patches plain (pause mode). `then` gives those
+    forced ids explicitly instead (any ids; `<latent>` among them are thoughts unless `thoughts=False`)."""
     if max_new_bytes < 1:
         raise ConfigError(f"max_new_bytes must be >= 1, got {max_new_bytes}")
     sampling.check(model.config.vocab_size)
@@ -138,6 +139,10 @@ def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling 
         raise ConfigError(f"--latent_steps needs a model with the latent ids (vocab_size "
                           f"{model.config.vocab_size} <= {tokenizer.LATENT_ID})")
     forced = [tokenizer.BOT_ID] + [tokenizer.LATENT_ID] * latent_steps + [tokenizer.EOT_ID] if latent_steps else []
+    if then is not None:
+        forced = list(then)
+        if any(not 0 <= i < model.config.vocab_size for i in forced):
+            raise ConfigError(f"forced ids {forced} outside the model's vocab of {model.config.vocab_size}")
     ids, lengths, max_len = encode_prompts(prompts, context, max_new_bytes + len(forced))
     valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     graphdef, params = nnx.split(model)

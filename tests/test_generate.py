@@ -202,3 +202,25 @@ def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
         want.append(nxt)
         seq.append(nxt)
     assert got == want
+
+
+@pytest.mark.parametrize("prompt", ["Is a b?", "Is a b", "Is a bc?"])
+def test_special_ending_a_patch_early_keeps_logits_exact(prompt):
+    """A `<bot>` that begins a patch where the patcher had none due (static patches of 3: after 7 or 8
+    bytes, not after 6) ends the patch before it, so the byte before it reads a different patch than
+    when it was fed; the cached decoder states must follow. Logits of the specials and the bytes after
+    them equal the full forward's (latent_passes = 3), within 1e-4 in float32."""
+    from hybrid_jax.model import incremental as inc
+    cfg = tiny("static", patch_size=3)
+    cfg.hash.group_sizes = (3, 5)
+    cfg.vocab_size = tokenizer.COCONUT_VOCAB
+    model = BLT(cfg, nnx.Rngs(2))
+    head = tokenizer.encode(prompt)
+    seq = head + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID] + tokenizer.encode(
+        "xy z", add_bos=False)
+    full = np.asarray(model(jnp.asarray([seq]), latent_passes=3))[0]
+    state = inc.init_state(model, 1, 32)
+    _, state = inc.feed(model, state, jnp.asarray([head]), jnp.ones((1, len(head)), bool), thoughts=True)
+    for t in range(len(head), len(seq)):
+        logits, state = inc.feed(model, state, jnp.asarray([[seq[t]]]), jnp.ones((1, 1), bool), thoughts=True)
+        np.testing.assert_allclose(np.asarray(logits)[0, 0], full[t], atol=1e-4, err_msg=f"position {t}")

@@ -110,15 +110,18 @@ def test_gradients_flow_through_the_thought_chain():
     assert diff > 1e-4
 
 
-def test_greedy_decode_matches_full_forward_argmax():
-    from hybrid_jax.qa import extract_answer, greedy_decode
+def test_written_answers_match_full_forward_argmax():
+    """qa's cached decoding (thoughts fed back in the KV-cached loop) writes the argmax of the full
+    forward with latent passes, byte for byte."""
+    from hybrid_jax.data import curriculum as cur
+    from hybrid_jax.qa import extract_answer, write_answers
     m = model()
-    prompts = [prompt(1)[:11], prompt(3)[:13]]  # up to <eot>, unpadded
-    got = greedy_decode(m, prompts, passes=4, max_new=4, width=LENGTH)
-    for p, new in zip(prompts, got):
-        ids = p + new
-        if len(new) < 4:  # stopped at EOS
-            ids = ids + [tok.EOS_ID]
-        full = np.asarray(run(m, jnp.asarray([ids + [0] * (LENGTH - len(ids))]), 4))[0]
+    examples = [{"question": "Tom is a wug."}, {"question": "Is Ann a dax?"}, {"question": "Every fep."}]
+    thoughts = [1, 3, 1]
+    written = write_answers(m, examples, thoughts, "coconut", max_new=4, batch_size=2)
+    for ex, n, new in zip(examples, thoughts, written):
+        p = cur.prompt_ids(ex, n, "coconut")
+        ids = p + new + ([tok.EOS_ID] if len(new) < 4 else [])
+        full = np.asarray(run(m, jnp.asarray([ids + [0] * (LENGTH - len(ids))]), n + 1))[0]
         assert np.argmax(full[len(p) - 1:len(ids) - 1], axis=-1).tolist() == ids[len(p):]
     assert extract_answer("s1.\n### Tom is a yol, ok.\n") == "Tom is a yol ok."

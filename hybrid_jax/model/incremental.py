@@ -173,6 +173,21 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     return logits, tuple(caches)
 
 
+def _redecode_before(model, state: State, forced, ended, first_pos) -> State:
+    """A special id that begins a patch where none was due ends the patch before it early, and in the
+    full forward the byte before the special (first_pos - 1) then reads that ended patch (`ended`
+    `[batch, d_global]`: its global state), not the one it read when it was fed. Its decoder states
+    feed later bytes through the decoder's self-attention, so redo its decoder pass in the rows where
+    `forced` `[batch]`; skipped at run time when no row needs it."""
+    def redo(_):
+        prev = jnp.maximum(first_pos - 1, 0)[:, None]
+        x = jnp.take_along_axis(state.enc_out, prev[:, :, None], axis=1)
+        _, caches = _decode_bytes(model, state, x, ended[:, None, :], prev)
+        pick = lambda new, old: jnp.where(forced.reshape(-1, *([1] * (old.ndim - 1))), new, old)
+        return jax.tree.map(pick, caches, state.decoder)
+    return state._replace(decoder=jax.lax.cond(jnp.any(forced), redo, lambda _: state.decoder, None))
+
+
 def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
          thoughts: bool = False):
     """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
@@ -226,6 +241,8 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     byte_globals = jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
     latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, slots - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
+    if cfg.vocab_size > tokenizer.BOT_ID:
+        state = _redecode_before(model, state, forced, new_globals[:, 0], pos[:, 0])
     logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
     open_start = jnp.where(forced, pos[:, 0], state.open_start)
     open_start = jnp.maximum(open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
