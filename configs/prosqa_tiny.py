@@ -35,5 +35,5 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.checkpoint.update(every=200, keep=2)
     cfg.coconut = coconut_config()
     cfg.coconut.update(mode="coconut", c_thought=1, epochs_per_stage=1, max_latent_stage=2, num_epochs=5,
-                       eval_every_epochs=1, eval_limit=100, max_new_bytes=48)
+                       eval_every_epochs=1, eval_limit=100, max_new_bytes=80)
     return cfg
