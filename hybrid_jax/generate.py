@@ -138,11 +138,12 @@ def run(model, prompts: list[str], max_new_bytes: int = 256, sampling: Sampling 
     if latent_steps and model.config.vocab_size <= tokenizer.LATENT_ID:
         raise ConfigError(f"--latent_steps needs a model with the latent ids (vocab_size "
                           f"{model.config.vocab_size} <= {tokenizer.LATENT_ID})")
-    forced = [tokenizer.BOT_ID] + [tokenizer.LATENT_ID] * latent_steps + [tokenizer.EOT_ID] if latent_steps else []
     if then is not None:
         forced = list(then)
-        if any(not 0 <= i < model.config.vocab_size for i in forced):
-            raise ConfigError(f"forced ids {forced} outside the model's vocab of {model.config.vocab_size}")
+    else:
+        forced = [tokenizer.BOT_ID] + [tokenizer.LATENT_ID] * latent_steps + [tokenizer.EOT_ID] if latent_steps else []
+    if any(not 0 <= i < model.config.vocab_size for i in forced):
+        raise ConfigError(f"forced ids {forced} outside the model's vocab of {model.config.vocab_size}")
     ids, lengths, max_len = encode_prompts(prompts, context, max_new_bytes + len(forced))
     valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]
     graphdef, params = nnx.split(model)

@@ -8,12 +8,17 @@ from hybrid_jax import bench, cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_train_prints_json_with_hf_ratio(capsys):
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
-                              "--steps", "2", "--warmup", "0", "--compare_hf", "--json"])
+def bench_json(capsys, command, *args):
+    """The JSON object `bench COMMAND --config configs/tiny.py ARGS --compare_hf --json` prints."""
+    rc = cli.run(bench.main, ["bench", command, "--config", os.path.join(ROOT, "configs", "tiny.py"), *args,
+                              "--compare_hf", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    result = json.loads(out)
+    return json.loads(out)
+
+
+def test_bench_train_prints_json_with_hf_ratio(capsys):
+    result = bench_json(capsys, "train", "--steps", "2", "--warmup", "0")
     j, h = result["jax"], result["hf"]
     assert j["step_time"] > 0 and j["bytes_per_sec"] == 8 * 32 / j["step_time"]
     assert j["compile_s"] > 0 and j["tflops"] > 0 and j["mfu"] is None  # no peak known for CPU
@@ -27,11 +32,7 @@ def test_bench_bad_usage_is_one_line(capsys):
 
 
 def test_bench_generate_prints_json_with_hf_ratio(capsys):
-    rc = cli.run(bench.main, ["bench", "generate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
-                              "--new_bytes", "8", "--contexts", "16,40", "--compare_hf", "--json"])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    result = json.loads(out)
+    result = bench_json(capsys, "generate", "--new_bytes", "8", "--contexts", "16,40")
     rows = result["jax"]
     assert [r["context"] for r in rows] == [16, 40] and all(r["new_bytes"] == 8 for r in rows)
     assert all(r["bytes_per_sec"] > 0 and r["avg_patch_len"] >= 1 for r in rows)

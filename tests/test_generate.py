@@ -129,6 +129,12 @@ def test_prompt_longer_than_context_is_an_error():
         gen.encode_prompts(["0123456789"], 8, 4)
 
 
+def test_forced_ids_outside_the_vocab_are_an_error():
+    model = BLT(tiny("static", patch_size=3), nnx.Rngs(0))  # 260 ids: no latent ids
+    with pytest.raises(ValueError, match=r"forced ids \[260, 262, 261\] outside the model's vocab of 260"):
+        gen.run(model, ["ab"], 2, then=[tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID])
+
+
 def test_equals_hugging_face_generate(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -181,15 +187,20 @@ def cli_main(*args):
     return cli.run(gen.main, ["generate", *args])
 
 
+def coconut_model():
+    """A tiny Coconut-vocab BLT with static patches of 3 bytes."""
+    cfg = tiny("static", patch_size=3)
+    cfg.hash.group_sizes = (3, 5)
+    cfg.vocab_size = tokenizer.COCONUT_VOCAB
+    return BLT(cfg, nnx.Rngs(2))
+
+
 @pytest.mark.parametrize("thoughts", [True, False])
 def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
     """Coconut vocab: `<bot>`, 2 thoughts, `<eot>` then greedy bytes equal the full forward with the
     thoughts fed back (latent_passes = 3) or, in pause mode, the plain forward; specials get their own
     patches in both (also incrementally)."""
-    cfg = tiny("static", patch_size=3)
-    cfg.hash.group_sizes = (3, 5)
-    cfg.vocab_size = tokenizer.COCONUT_VOCAB
-    model = BLT(cfg, nnx.Rngs(2))
+    model = coconut_model()
     prompt = "Is a b?"
     got = gen.run(model, [prompt], 12, latent_steps=2, thoughts=thoughts, stop_at_eos=False).ids[0]
     seq = tokenizer.encode(prompt) + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID]
@@ -211,10 +222,7 @@ def test_special_ending_a_patch_early_keeps_logits_exact(prompt):
     when it was fed; the cached decoder states must follow. Logits of the specials and the bytes after
     them equal the full forward's (latent_passes = 3), within 1e-4 in float32."""
     from hybrid_jax.model import incremental as inc
-    cfg = tiny("static", patch_size=3)
-    cfg.hash.group_sizes = (3, 5)
-    cfg.vocab_size = tokenizer.COCONUT_VOCAB
-    model = BLT(cfg, nnx.Rngs(2))
+    model = coconut_model()
     head = tokenizer.encode(prompt)
     seq = head + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID] + tokenizer.encode(
         "xy z", add_bos=False)

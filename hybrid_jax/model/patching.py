@@ -13,11 +13,12 @@ Modes:
 - `space`: a patch ends at a space-like byte (ASCII that is not a letter or digit, or a UTF-8 lead byte)
   that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
   (further spaces of a run open the next patch, as indentation opens a line of code).
-Then the latent-reasoning ids `<bot>`, `<eot>` and `<latent>` become patches of their own
-(a no-op for 260-id models, which never see them; this makes starts[t] depend on id t itself, which
-only changes the patch read by the prediction *of* a special id, and the program, not the model,
-writes those, so they are never scored), `max_patch_length > 0` splits longer patches into pieces of at most that many bytes, and
-`max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
+Then the latent-reasoning ids `<bot>`, `<eot>` and `<latent>` become patches of their own (a no-op
+for 260-id models, which never see them). This makes starts[t] depend on id t itself, which only
+changes the patch read by the prediction *of* a special id; the program, not the model, writes those,
+so they are never scored (the cached generator redoes the byte before such a special, see
+`incremental._redecode_before`). `max_patch_length > 0` splits longer patches into pieces of at most
+that many bytes, and `max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
 bounds the global transformer's work at `max_patches` positions instead of one per byte.
 """
 
