@@ -14,6 +14,6 @@ def get_config() -> ml_collections.ConfigDict:
     m.entropy_model = stack_config(768, 14, 12, d_ff=2048, rope_theta=10000.0, window=512,
                                    trained_online=False, init_from="")
     m.local_encoder = stack_config(1024, 1, 16, window=512, cross_attn_all_layers=False)
-    m.global_transformer = stack_config(2048, 25, 16, d_ff=5632)
+    m.global_transformer = stack_config(2048, 25, 16, d_ff=5632, scan_layers=False)
     m.local_decoder = stack_config(1024, 9, 16, d_ff=2816, window=512, cross_attn_all_layers=True)
     return cfg

@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.entropy_model = stack_config(512, 4, 8, rope_theta=10000.0, window=512, trained_online=True,
                                    init_from="")
     m.local_encoder = stack_config(512, 1, 8, window=512, cross_attn_all_layers=False)
-    m.global_transformer = stack_config(2048, 20, 16, d_ff=5632)
+    m.global_transformer = stack_config(2048, 20, 16, d_ff=5632, scan_layers=True)
     m.local_decoder = stack_config(512, 4, 8, window=512, cross_attn_all_layers=True)
     m.patching.update(mode="entropy", max_patch_length=16, max_patches=1024)  # seq_len / 4
     cfg.data.seq_len = 4096

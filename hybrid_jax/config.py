@@ -44,7 +44,9 @@ def model_config() -> ml_collections.ConfigDict:
         entropy_model=stack_config(128, 2, 4, rope_theta=10000.0, window=512, trained_online=False,
                                    init_from=""),
         local_encoder=stack_config(128, 1, 4, window=512, cross_attn_all_layers=False),
-        global_transformer=stack_config(256, 4, 8),
+        # scan_layers: parameters stacked on a leading [layers] axis and the layers run with one
+        # scan (compile time independent of depth); checkpoints are not interchangeable across it.
+        global_transformer=stack_config(256, 4, 8, scan_layers=False),
         local_decoder=stack_config(128, 2, 4, window=512, cross_attn_all_layers=True),
     ))
 

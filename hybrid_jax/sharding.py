@@ -50,13 +50,15 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
 
 
 def logical_axes(path: tuple, ndim: int) -> tuple:
-    """Logical axis names of the parameter at nnx path `path`."""
+    """Logical axis names of the parameter at nnx path `path`; leading extra dimensions (the
+    `[layers]` axis of a scanned stack) are unsharded."""
     leaf, parent = str(path[-1]), str(path[-2]) if len(path) > 1 else ""
+    axes = ()
     if leaf == "embedding":
-        return ("rows", "embed") if parent == "hash_embed" else ("vocab", "embed")
-    if leaf == "kernel":
-        return _KERNEL_AXES.get(parent, ("embed", None))
-    return (None,) * ndim
+        axes = ("rows", "embed") if parent == "hash_embed" else ("vocab", "embed")
+    elif leaf == "kernel":
+        axes = _KERNEL_AXES.get(parent, ("embed", None))
+    return (None,) * (ndim - len(axes)) + axes
 
 
 def spec_for(path: tuple, shape: tuple, mesh: Mesh) -> P:

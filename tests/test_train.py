@@ -65,6 +65,18 @@ def test_eight_device_mesh_equals_one_device(eight_device_run, corpus, tmp_path)
     assert losses(rows1)[-1] < losses(rows1)[0]
 
 
+def test_scanned_layers_on_eight_devices_equal_layer_by_layer(eight_device_run, corpus, tmp_path):
+    cfg = tiny_config(corpus, mesh=(2, 2, 2))
+    cfg.model.global_transformer.scan_layers = True
+    shardings = param_shardings(param_tree(abstract_model(cfg.model)), make_mesh(cfg.mesh))
+    q = shardings["global_transformer"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert tuple(q.spec) == (None, "fsdp", "tensor")  # the [layers] axis stays whole
+    rows = train(cfg, str(tmp_path / "scan"))
+    _, rows8 = eight_device_run
+    assert_close(losses(rows), losses(rows8))
+    assert_close([r["grad_norm"] for r in rows], [r["grad_norm"] for r in rows8])
+
+
 def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
     a = one_device(corpus, str(tmp_path / "a"), steps=3)
     b = one_device(corpus, str(tmp_path / "b"), steps=3, grad_accum=4)

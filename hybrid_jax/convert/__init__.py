@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 from hybrid_jax.checkpoint import abstract_model, model_with_params
 from hybrid_jax.config import ConfigError
 from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
-from hybrid_jax.convert.hf_weights import hf_name, to_hf_arrays
+from hybrid_jax.convert.hf_weights import hf_name, is_stacked, layer_path, to_hf_arrays
 
 __all__ = ["ConvertError", "from_hf", "to_hf", "read_hf_config"]
 
@@ -74,20 +74,30 @@ def from_hf(path: str):
     graphdef, state = nnx.split(abstract_model(cfg), nnx.Param)
     params, used = {}, set()
     for p, var in nnx.to_flat_state(state):
-        name, transpose = hf_name(p)
-        if name not in tensors:
-            raise ConvertError(f"{path}: missing tensor {name}")
-        arr = tensors[name]
-        expected = tuple(reversed(var.shape)) if transpose else tuple(var.shape)
-        if tuple(arr.shape) != expected:
-            raise ConvertError(f"{path}: tensor {name} has shape {tuple(arr.shape)}, expected {expected}")
-        arr = np.asarray(arr, dtype=np.float32)
-        _set(params, p, arr.T if transpose else arr)
-        used.add(name)
+        shape = tuple(var.shape)
+        if is_stacked(p):
+            layers = [_hf_tensor(path, tensors, layer_path(p, i), shape[1:], used) for i in range(shape[0])]
+            _set(params, p, np.stack(layers))
+        else:
+            _set(params, p, _hf_tensor(path, tensors, p, shape, used))
     extra = sorted(set(tensors) - used)
     if extra:
         raise ConvertError(f"{path}: unexpected tensor {extra[0]}" + (f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""))
     return model_with_params(cfg, params), cfg
+
+
+def _hf_tensor(path: str, tensors: dict, param_path: tuple, shape: tuple, used: set) -> np.ndarray:
+    """The float32 array for one nnx parameter of `shape` from HF `tensors` (transposed as needed)."""
+    name, transpose = hf_name(param_path)
+    if name not in tensors:
+        raise ConvertError(f"{path}: missing tensor {name}")
+    arr = tensors[name]
+    expected = tuple(reversed(shape)) if transpose else shape
+    if tuple(arr.shape) != expected:
+        raise ConvertError(f"{path}: tensor {name} has shape {tuple(arr.shape)}, expected {expected}")
+    used.add(name)
+    arr = np.asarray(arr, dtype=np.float32)
+    return arr.T if transpose else arr
 
 
 def _set(tree: dict, path, value) -> None:

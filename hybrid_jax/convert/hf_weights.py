@@ -23,11 +23,25 @@ def hf_name(path: tuple) -> tuple[str, bool]:
     return ".".join([_PREFIX[head], *middle, "weight"]), transpose
 
 
+def is_stacked(path: tuple) -> bool:
+    """Whether `path` is a scanned stack's parameter (`layers` not followed by a layer index)."""
+    parts = [str(p) for p in path]
+    return "layers" in parts and not parts[parts.index("layers") + 1].isdigit()
+
+
+def layer_path(path: tuple, i: int) -> tuple:
+    """The per-layer path of layer `i` inside a stacked parameter's path."""
+    at = [str(p) for p in path].index("layers") + 1
+    return (*path[:at], i, *path[at:])
+
+
 def to_hf_arrays(flat_params) -> dict[str, np.ndarray]:
-    """{HF key: float32 array} from (path, array) pairs."""
+    """{HF key: float32 array} from (path, array) pairs; stacked layers are written one per layer."""
     out = {}
     for path, value in flat_params:
-        name, transpose = hf_name(path)
         arr = np.asarray(value, dtype=np.float32)
-        out[name] = np.ascontiguousarray(arr.T if transpose else arr)
+        pieces = [(layer_path(path, i), a) for i, a in enumerate(arr)] if is_stacked(path) else [(path, arr)]
+        for p, a in pieces:
+            name, transpose = hf_name(p)
+            out[name] = np.ascontiguousarray(a.T if transpose else a)
     return out

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from hybrid_jax import tokenizer
 from hybrid_jax.model import patching
 from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack
-from hybrid_jax.model.transformer import stack_rope
+from hybrid_jax.model.transformer import layer_list, stack_rope
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
 from hybrid_jax.model.local_encoder import patch_query_mask
@@ -152,7 +152,7 @@ def _close_patches(model, state: State, closed, gpos, slots: int, thought=None):
     if thought is not None:
         first = (jnp.arange(slots) == 0)[None, :, None]
         x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
-    return run_stack(glob.layers, glob.stack, x, gpos, state.global_)
+    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_)
 
 
 def _decode_bytes(model, state: State, x, byte_globals, pos):
