@@ -1,6 +1,12 @@
 """`python -m hybrid_jax.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf] [--json]`
 `python -m hybrid_jax.bench generate --config configs/toy.py [--new_bytes 256] [--contexts 256,1024,4096]
 [--compare_hf] [--json]`
+`python -m hybrid_jax.bench attention --config configs/toy.py [--compare_hf] [--json]`
+
+attention: forward + backward time of each stack's causal self-attention at the config's batch and
+lengths (bytes for the local stacks, `num_slots` patches for the global one): hybrid_jax's blocked
+`attend_causal` against `jax.nn.dot_product_attention` with the equivalent mask, and with
+`--compare_hf` torch's `scaled_dot_product_attention` (what Hugging Face BLT calls).
 
 generate: new bytes/s of cached generation (random-init weights of the config or `--ckpt`, greedy, EOS treated as
 a byte so every run makes exactly `--new_bytes`) after prompts of each context length, and with
@@ -30,14 +36,15 @@ from hybrid_jax import cli
 from hybrid_jax.config import ConfigError, validate
 
 
-COMMANDS = ("train", "generate")
+COMMANDS = ("train", "generate", "attention")
 
 
 def parse(argv):
     """(command, config, options) from `train|generate --config FILE [--config.a.b=v ...] [options]`."""
     argv = list(argv)
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise ConfigError("usage: python -m hybrid_jax.bench {train,generate} --config FILE [--compare_hf] [--json]")
+        raise ConfigError("usage: python -m hybrid_jax.bench {train,generate,attention} --config FILE "
+                          "[--compare_hf] [--json]")
     def define(fv):
         flags.DEFINE_integer("steps", 5, "train: timed steps", flag_values=fv)
         flags.DEFINE_integer("warmup", 2, "train: untimed steps after compilation", flag_values=fv)
@@ -236,9 +243,59 @@ def main_train(cfg, opts) -> dict:
     return result
 
 
+def attention_times(b: int, t: int, stack, with_torch: bool) -> dict:
+    """Median ms of forward + backward of one causal self-attention `[b, t, heads, head_dim]`."""
+    from hybrid_jax.config import kv_heads
+    from hybrid_jax.model.attention import attend_causal, causal_mask
+
+    h, g, hd = stack.heads, kv_heads(stack), stack.d_model // stack.heads
+    rng = np.random.default_rng(0)
+    q = jax.numpy.asarray(rng.standard_normal((b, t, h, hd)), jax.numpy.float32)
+    k, v = (jax.numpy.asarray(rng.standard_normal((b, t, g, hd)), jax.numpy.float32) for _ in range(2))
+    pos = jax.numpy.broadcast_to(jax.numpy.arange(t), (b, t))
+    mask = causal_mask(pos, pos, stack.window)
+    impls = {"hybrid_jax": lambda q, k, v: attend_causal(q, k, v, stack.window),
+             "jax.nn.dot_product_attention": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask)}
+    out = {}
+    for name, fn in impls.items():
+        grad = jax.jit(jax.grad(lambda *a, fn=fn: (fn(*a) ** 2).sum(), argnums=(0, 1, 2)))
+        _, times = timed(lambda: jax.block_until_ready(grad(q, k, v)), 20, 2)
+        out[name] = statistics.median(times) * 1e3
+    if with_torch:
+        import torch
+
+        tq, tk, tv = (torch.tensor(np.asarray(x)).transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+        tmask = torch.tensor(np.asarray(mask))
+
+        def step():
+            o = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask, enable_gqa=g != h)
+            (o ** 2).sum().backward()
+        _, times = timed(step, 20, 2)
+        out["torch sdpa"] = statistics.median(times) * 1e3
+    return out
+
+
+def main_attention(cfg, opts) -> dict:
+    from hybrid_jax.model.patching import num_slots
+
+    validate(cfg)
+    m, b, n = cfg.model, cfg.train.batch_size, cfg.data.seq_len
+    result = {}
+    for name in ("entropy_model", "local_encoder", "local_decoder", "global_transformer"):
+        t = num_slots(m.patching, n) if name == "global_transformer" else n
+        times = attention_times(b, t, m[name], opts.compare_hf)
+        result[name] = {"shape": [b, t, m[name].heads, m[name].d_model // m[name].heads],
+                        "window": m[name].window, "ms": times}
+        if not opts.json:
+            print(f"{name:<20} [{b}, {t}] window {m[name].window}: "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in times.items()))
+    return result
+
+
 def main(argv=None) -> int:
     command, cfg, opts = parse(sys.argv if argv is None else argv)
-    result = (main_train if command == "train" else main_generate)(cfg, opts)
+    run = {"train": main_train, "generate": main_generate, "attention": main_attention}[command]
+    result = run(cfg, opts)
     if opts.json:
         print(json.dumps(result))
     return 0

@@ -1,11 +1,12 @@
-"""The gathered and segmented cross-attentions equal dense masked attention (values and gradients)."""
+"""The blocked causal self-attention and the gathered and segmented cross-attentions equal dense masked
+attention (values and gradients)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax.model.attention import attend, attend_own_keys, attend_segments
+from hybrid_jax.model.attention import attend, attend_causal, attend_own_keys, attend_segments, causal_mask
 
 TOL = 1e-5  # float32
 
@@ -52,5 +53,27 @@ def test_own_keys_equal_masked_attention():
     np.testing.assert_allclose(gathered(q, k, v), attend(q, k, v, mask), atol=TOL)
     g1 = jax.grad(lambda *a: gathered(*a).sum(), argnums=(0, 1, 2))(q, k, v)
     g2 = jax.grad(lambda *a: attend(*a, mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    for a, e in zip(g1, g2):
+        np.testing.assert_allclose(a, e, atol=TOL)
+
+
+@pytest.mark.parametrize("t,window,block,kv_heads", [
+    (13, 0, 4, 2),   # several blocks, the last one short, GQA
+    (13, 5, 4, 4),   # sliding window narrower than a block's reach: keys before the band are skipped
+    (16, 3, 16, 2),  # one block
+    (9, 20, 4, 4),   # window longer than the sequence
+])
+def test_blocked_causal_equals_masked_attention(t, window, block, kv_heads):
+    q, k, v = _qkv(jax.random.key(3), 2, t, t, 4, kv_heads, 8)
+    pos = jnp.broadcast_to(jnp.arange(t), (2, t))
+    mask = causal_mask(pos, pos, window)
+
+    def blocked(q, k, v):
+        return attend_causal(q, k, v, window, block)
+
+    np.testing.assert_allclose(blocked(q, k, v), attend(q, k, v, mask), atol=TOL)
+    w = jax.random.normal(jax.random.key(4), (2, t, 4 * 8))
+    g1 = jax.grad(lambda *a: (blocked(*a) * w).sum(), argnums=(0, 1, 2))(q, k, v)
+    g2 = jax.grad(lambda *a: (attend(*a, mask) * w).sum(), argnums=(0, 1, 2))(q, k, v)
     for a, e in zip(g1, g2):
         np.testing.assert_allclose(a, e, atol=TOL)

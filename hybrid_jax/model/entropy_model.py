@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hybrid_jax.model.layers import RMSNorm, dense, embedding
-from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+from hybrid_jax.model.transformer import make_layers, positions_for, stack_rope
 
 
 class EntropyModel(nnx.Module):
@@ -22,7 +22,7 @@ class EntropyModel(nnx.Module):
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         x = self.embed_tokens(ids)
-        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        cos, sin = stack_rope(self.stack, positions_for(x))
         for layer in self.layers:
-            x = layer(x, mask, cos, sin)
+            x = layer(x, cos, sin)
         return self.lm_head(self.norm(x)).astype(jnp.float32)

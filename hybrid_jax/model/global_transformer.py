@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from hybrid_jax.model.layers import dense
-from hybrid_jax.model.transformer import apply_layers, attention_inputs, make_layers, positions_for
+from hybrid_jax.model.transformer import apply_layers, make_layers, positions_for, stack_rope
 
 
 class GlobalTransformer(nnx.Module):
@@ -32,4 +32,4 @@ class GlobalTransformer(nnx.Module):
     def run(self, x: jax.Array) -> jax.Array:
         """The layers alone, on embedded positions `[batch, patches, d_global]` (latent passes feed
         their own inputs here)."""
-        return apply_layers(self.layers, x, *attention_inputs(self.stack, positions_for(x)))
+        return apply_layers(self.layers, x, *stack_rope(self.stack, positions_for(x)))

@@ -7,7 +7,7 @@ from flax import nnx
 
 from hybrid_jax.model.attention import CrossAttention
 from hybrid_jax.model.layers import RMSNorm, dense
-from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+from hybrid_jax.model.transformer import make_layers, positions_for, stack_rope
 
 
 class LocalDecoder(nnx.Module):
@@ -27,9 +27,9 @@ class LocalDecoder(nnx.Module):
     def __call__(self, x: jax.Array, patches: jax.Array, decoder_patch_ids: jax.Array) -> jax.Array:
         b, p, _ = patches.shape
         keys = self.patch_embedding_projection(patches).reshape(b, p * self.k, -1)
-        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        cos, sin = stack_rope(self.stack, positions_for(x))
         for i, layer in enumerate(self.layers):
             if i == 0 or self.stack.cross_attn_all_layers:
                 x = x + self.cross_attn_layers[i].own_keys(x, keys, decoder_patch_ids, self.k)
-            x = layer(x, mask, cos, sin)
+            x = layer(x, cos, sin)
         return self.norm(x)

@@ -10,7 +10,7 @@ from flax import nnx
 from hybrid_jax.model.attention import CrossAttention
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dense, embedding
-from hybrid_jax.model.transformer import attention_inputs, make_layers, positions_for
+from hybrid_jax.model.transformer import make_layers, positions_for, stack_rope
 
 
 def patch_reduce_max(x: jax.Array, patch_ids: jax.Array, num_patches: int) -> jax.Array:
@@ -55,11 +55,11 @@ class LocalEncoder(nnx.Module):
         b, n = ids.shape
         slots = slots or n
         x = self.embed(ids)
-        mask, cos, sin = attention_inputs(self.stack, positions_for(x))
+        cos, sin = stack_rope(self.stack, positions_for(x))
         patches = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, cos, sin)
+            x = layer(x, cos, sin)
             if i == last or self.stack.cross_attn_all_layers:
                 # Every cross-attending layer starts again from the max-pooled bytes (as released BLT).
                 queries = self.patch_embedding_projection(patch_reduce_max(x, patch_ids, slots))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hybrid_jax.config import d_ff
-from hybrid_jax.model.attention import SelfAttention, causal_mask
+from hybrid_jax.model.attention import SelfAttention
 from hybrid_jax.model.layers import RMSNorm, SwiGLU, rope_tables
 
 
@@ -33,15 +33,15 @@ class TransformerLayer(nnx.Module):
         self.mlp = SwiGLU(stack.d_model, d_ff(stack), dtype, rngs)
         self.remat = stack.get("remat", "none")
 
-    def forward(self, x, mask, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), mask, cos, sin)
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def __call__(self, x, mask, cos, sin):
+    def __call__(self, x, cos, sin):
         if self.remat == "none":
-            return self.forward(x, mask, cos, sin)
+            return self.forward(x, cos, sin)
         # Rematerialise: the backward pass recomputes what the policy does not keep.
-        return nnx.remat(TransformerLayer.forward, policy=REMAT_POLICIES[self.remat])(self, x, mask, cos, sin)
+        return nnx.remat(TransformerLayer.forward, policy=REMAT_POLICIES[self.remat])(self, x, cos, sin)
 
 
 def make_layers(stack, dtype, rngs: nnx.Rngs):
@@ -61,21 +61,21 @@ def is_stacked(layers) -> bool:
     return isinstance(layers, TransformerLayer)
 
 
-def apply_layers(layers, x: jax.Array, mask, cos, sin) -> jax.Array:
+def apply_layers(layers, x: jax.Array, cos, sin) -> jax.Array:
     """All layers of a stack (from `make_layers`) on x `[batch, length, d]`."""
     if not is_stacked(layers):
         for layer in layers:
-            x = layer(x, mask, cos, sin)
+            x = layer(x, cos, sin)
         return x
 
     call = TransformerLayer.__call__
     if layers.remat == "none":
         call = nnx.remat(TransformerLayer.forward, policy=_all_but_casts)
 
-    @nnx.scan(in_axes=(0, nnx.Carry, None, None, None), out_axes=nnx.Carry)
-    def body(layer, h, mask, cos, sin):
-        return call(layer, h, mask, cos, sin)
-    return body(layers, x, mask, cos, sin)
+    @nnx.scan(in_axes=(0, nnx.Carry, None, None), out_axes=nnx.Carry)
+    def body(layer, h, cos, sin):
+        return call(layer, h, cos, sin)
+    return body(layers, x, cos, sin)
 
 
 def layer_list(layers) -> list:
@@ -96,8 +96,3 @@ def positions_for(x: jax.Array) -> jax.Array:
 def stack_rope(stack, positions: jax.Array):
     """Rotary tables (cos, sin) of a stack at `positions` `[batch, length]`."""
     return rope_tables(positions, stack.d_model // stack.heads, stack.rope_theta)
-
-
-def attention_inputs(stack, positions: jax.Array):
-    """Causal (windowed) mask and rotary tables for a stack at `positions` `[batch, length]`."""
-    return (causal_mask(positions, positions, stack.window), *stack_rope(stack, positions))
