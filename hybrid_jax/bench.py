@@ -17,8 +17,9 @@ train:
 Steady-state train-step speed: compile time, step time (median of `--steps` timed steps after
 `--warmup`), bytes/s, model TFLOP/s and MFU (FLOPs from `hybrid_jax.flops`, peak per device kind or
 `train.peak_tflops`). `--compare_hf` also times Hugging Face `BltForCausalLM` (torch, same config, same
-batch, AdamW, float32) in the same process and prints the ratio. The batch is random bytes, so data
-loading is not timed. Needs torch + transformers only for `--compare_hf`.
+batch, AdamW, float32) in the same process, before JAX starts, and prints the ratio. The batch is random
+bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
+one device per core). Needs torch + transformers only for `--compare_hf`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def parse(argv):
                             flag_values=fv)
         flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
+        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one per core) or a count",
+                            flag_values=fv)
     fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
     if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:
         raise ConfigError("--steps, --new_bytes and --batch must be >= 1 and --warmup >= 0")
@@ -222,13 +225,18 @@ def main_generate(cfg, opts) -> dict:
 
 
 def main_train(cfg, opts) -> dict:
+    from hybrid_jax.distributed import set_cpu_devices
+
     validate(cfg)
+    set_cpu_devices(cfg, opts.cpu_devices)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
-                         "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode},
-              "jax": bench_jax(cfg, batch, opts.steps, opts.warmup)}
+                         "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
     if opts.compare_hf:
+        # Torch first, before JAX starts its CPU thread pools: they would compete with torch's threads.
         result["hf"] = bench_hf(cfg, batch, opts.steps, opts.warmup)
+    result["jax"] = bench_jax(cfg, batch, opts.steps, opts.warmup)
+    if opts.compare_hf:
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     if not opts.json:
         j = result["jax"]

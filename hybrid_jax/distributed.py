@@ -30,3 +30,59 @@ def initialize(coordinator: str = "", num_processes: int = 1, process_id: int = 
 def _cpu_collectives() -> None:
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def cpu_device_count(cfg, cores: int) -> int:
+    """The most CPU devices, at most `cores`, that the config's mesh (with a -1 axis) and its batch sizes
+    divide evenly; 1 when none (or the mesh has no -1 axis)."""
+    from hybrid_jax.config import ConfigError
+    from hybrid_jax.sharding import AXES, mesh_shape
+
+    if -1 not in [int(cfg.mesh[a]) for a in AXES]:
+        return 1
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    for n in range(cores, 1, -1):
+        try:
+            data, fsdp, _ = mesh_shape(cfg.mesh, n)
+        except ConfigError:
+            continue
+        if micro % (data * fsdp) == 0 and (not cfg.eval.every or cfg.eval.batch_size % (data * fsdp) == 0):
+            return n
+    return 1
+
+
+def set_cpu_devices(cfg, requested: str = "auto", coordinator: str = "") -> int:
+    """Give JAX's CPU backend `requested` devices before it starts; returns the count set (0: left alone).
+
+    `auto`: one device per core (data parallel across cores; on a 2-core CPU this trained the toy
+    config ~25 % faster than one device whose ops XLA splits across both cores), unless the device
+    count is already chosen (XLA_FLAGS, `jax_num_cpu_devices`), another platform is asked for, the run
+    spans processes, or the backend is already running. An integer sets exactly that many.
+    """
+    from hybrid_jax.config import ConfigError
+
+    if requested != "auto":
+        try:
+            n = int(requested)
+        except ValueError:
+            raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}") from None
+        if n < 1:
+            raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}")
+    else:
+        chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+                  or jax.config.jax_num_cpu_devices != -1)
+        platforms = os.environ.get("JAX_PLATFORMS", "cpu")
+        multi = coordinator or int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
+            k in os.environ for k in _LAUNCHER_ENV[1:])
+        if chosen or not platforms.startswith("cpu") or multi:
+            return 0
+        n = cpu_device_count(cfg, len(os.sched_getaffinity(0)))
+        if n == 1:
+            return 0
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        if requested == "auto":
+            return 0
+        raise ConfigError(f"--cpu_devices={n}: JAX's backend has already started") from None
+    return n

@@ -77,3 +77,14 @@ def test_blocked_causal_equals_masked_attention(t, window, block, kv_heads):
     g2 = jax.grad(lambda *a: (attend(*a, mask) * w).sum(), argnums=(0, 1, 2))(q, k, v)
     for a, e in zip(g1, g2):
         np.testing.assert_allclose(a, e, atol=TOL)
+
+
+@pytest.mark.parametrize("window", [0, 5])
+def test_fused_path_masks_like_the_blocked_one(window):
+    """The GPU path hands masking to `jax.nn.dot_product_attention` (is_causal + local_window_size);
+    its XLA implementation on the CPU checks that the window maps to the same visible keys."""
+    from hybrid_jax.model.attention import _attend_cudnn
+
+    q, k, v = _qkv(jax.random.key(5), 2, 13, 13, 4, 2, 8)
+    fused = _attend_cudnn(q, k, v, window, implementation="xla")
+    np.testing.assert_allclose(fused, attend_causal(q, k, v, window), atol=TOL)

@@ -178,6 +178,7 @@ def assert_one_line_error(rc, err, fragment):
     (["--config.train.steps=many"], "invalid literal"),
     (["--config.train.batch_size=6", "--config.train.grad_accum=4"], "divisible by train.grad_accum"),
     (["--config.data.train=/nonexistent/**/*.txt"], "no files match '/nonexistent/**/*.txt'"),
+    (["--cpu_devices=two"], "--cpu_devices must be"),
 ])
 def test_bad_input_is_one_line_exit_2(overrides, fragment, corpus, tmp_path, capsys):
     args = ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),

@@ -24,7 +24,7 @@ from hybrid_jax.model.cache import KVCache, empty_caches, layer_step, run_stack
 from hybrid_jax.model.transformer import layer_list, stack_rope
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
-from hybrid_jax.model.local_encoder import patch_query_mask
+from hybrid_jax.model.local_encoder import lookup_sum, patch_query_mask
 
 
 class State(NamedTuple):
@@ -78,7 +78,7 @@ def _encode_bytes(model, state: State, ids, pos, valid):
     h = state.history.shape[1]
     window = jnp.concatenate([state.history, ids], axis=1)
     rows = hash_table_ids(window, enc.hash.group_sizes, enc.hash.n_functions, enc.hash.vocab)[:, :, h:]
-    x = enc.embed_tokens(ids) + enc.hash_embed(rows).sum(axis=0)
+    x = enc.embed_tokens(ids) + lookup_sum(enc.hash_embed, rows)
     x, caches = run_stack(enc.layers, enc.stack, x, pos, state.encoder)
     n = valid.sum(axis=1)
     history = jnp.take_along_axis(window, n[:, None] + jnp.arange(h)[None, :], axis=1)

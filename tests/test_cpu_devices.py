@@ -1,0 +1,64 @@
+"""One CPU device per core: how many devices `auto` picks, and that the count reaches a fresh JAX."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hybrid_jax.config import ConfigError, default_config
+from hybrid_jax.distributed import cpu_device_count, set_cpu_devices
+
+
+def config(batch=8, accum=1, eval_batch=8, eval_every=200, **mesh):
+    cfg = default_config()
+    cfg.train.update(batch_size=batch, grad_accum=accum)
+    cfg.eval.update(batch_size=eval_batch, every=eval_every)
+    cfg.mesh.update(mesh)
+    return cfg
+
+
+@pytest.mark.parametrize("cfg,cores,expected", [
+    (config(), 8, 8),
+    (config(), 2, 2),
+    (config(batch=6, eval_batch=6), 8, 6),                  # the most devices that divide the batch
+    (config(batch=12, accum=2, eval_batch=12), 8, 6),       # micro-batches of 6
+    (config(eval_batch=4), 8, 4),                           # the eval batch must divide too...
+    (config(eval_batch=3, eval_every=0), 8, 8),             # ...unless there is no evaluation
+    (config(batch=16, eval_batch=16, tensor=2), 8, 8),      # data 4 x tensor 2: the batch splits 4 ways
+    (config(batch=7, eval_batch=7), 4, 1),
+    (config(data=2), 8, 1),                                 # no -1 axis: the user fixed the layout
+])
+def test_cpu_device_count(cfg, cores, expected):
+    assert cpu_device_count(cfg, cores) == expected
+
+
+def test_bad_count_is_a_config_error():
+    with pytest.raises(ConfigError, match="--cpu_devices must be"):
+        set_cpu_devices(config(), "0")
+
+
+def _fresh_device_count(code: str, **env_changes) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", **env_changes)
+    prog = ("import jax\nfrom hybrid_jax.config import default_config\n"
+            "from hybrid_jax.distributed import set_cpu_devices\n" + code + "\nprint(jax.device_count())")
+    r = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_count_reaches_a_fresh_backend():
+    set_n, seen = _fresh_device_count("print(set_cpu_devices(default_config(), '3'))")
+    assert set_n == seen == "3"
+
+
+def test_auto_leaves_an_explicit_xla_flag_alone():
+    set_n, seen = _fresh_device_count("print(set_cpu_devices(default_config(), 'auto'))",
+                                      XLA_FLAGS="--xla_force_host_platform_device_count=5")
+    assert (set_n, seen) == ("0", "5")
+
+
+def test_auto_after_the_backend_started_changes_nothing():
+    code = "jax.devices()\nprint(set_cpu_devices(default_config(), 'auto'))"
+    assert _fresh_device_count(code) == ["0", "1"]
