@@ -32,7 +32,7 @@ from hybrid_jax.step import LN2, Steps, compile_steps, initial_state
 
 
 def parse(argv):
-    """(config, workdir, coordinator, num_processes, process_id) from the command line."""
+    """(config, workdir, coordinator, num_processes, process_id, cpu_devices) from the command line."""
     def define(fv):
         flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
         flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
@@ -43,8 +43,7 @@ def parse(argv):
     fv = cli.parse_config_flags(argv, define)
     if not fv.workdir:
         raise ConfigError("--workdir is required")
-    distributed.set_cpu_devices(fv.config, fv.cpu_devices, fv.coordinator)
-    return fv.config, fv.workdir, fv.coordinator, fv.num_processes, fv.process_id
+    return fv.config, fv.workdir, fv.coordinator, fv.num_processes, fv.process_id, fv.cpu_devices
 
 
 def local_rows(sharding: NamedSharding, shape: tuple) -> slice:
@@ -217,7 +216,8 @@ def evaluate(eval_fn, params, batches, b_sh) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg, workdir, coordinator, nproc, pid = parse(argv if argv is not None else sys.argv)
+    cfg, workdir, coordinator, nproc, pid, cpu_devices = parse(argv if argv is not None else sys.argv)
+    distributed.set_cpu_devices(cfg, cpu_devices, coordinator)
     distributed.initialize(coordinator, nproc, pid)
     rows = train(cfg, workdir)
     if jax.process_index() == 0:
