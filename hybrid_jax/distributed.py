@@ -21,10 +21,15 @@ def initialize(coordinator: str = "", num_processes: int = 1, process_id: int = 
         _cpu_collectives()
         jax.distributed.initialize(coordinator, num_processes, process_id)
         return
-    multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    if multi_slurm or any(k in os.environ for k in _LAUNCHER_ENV[1:]):
+    if _cluster_launched():
         _cpu_collectives()
         jax.distributed.initialize()
+
+
+def _cluster_launched() -> bool:
+    """A multi-process launcher started us (SLURM with more than one task counts, one task does not)."""
+    multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return multi_slurm or any(k in os.environ for k in _LAUNCHER_ENV[1:])
 
 
 def _cpu_collectives() -> None:
@@ -62,19 +67,14 @@ def set_cpu_devices(cfg, requested: str = "auto", coordinator: str = "") -> int:
     from hybrid_jax.config import ConfigError
 
     if requested != "auto":
-        try:
-            n = int(requested)
-        except ValueError:
-            raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}") from None
+        n = int(requested) if requested.strip().isdigit() else 0
         if n < 1:
             raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}")
     else:
         chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
                   or jax.config.jax_num_cpu_devices != -1)
         platforms = os.environ.get("JAX_PLATFORMS", "cpu")
-        multi = coordinator or int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
-            k in os.environ for k in _LAUNCHER_ENV[1:])
-        if chosen or not platforms.startswith("cpu") or multi:
+        if chosen or not platforms.startswith("cpu") or coordinator or _cluster_launched():
             return 0
         n = cpu_device_count(cfg, len(os.sched_getaffinity(0)))
         if n == 1:
