@@ -17,7 +17,8 @@ train:
 Steady-state train-step speed: compile time, step time (median of `--steps` timed steps after
 `--warmup`), bytes/s, model TFLOP/s and MFU (FLOPs from `hybrid_jax.flops`, peak per device kind or
 `train.peak_tflops`). `--compare_hf` also times Hugging Face `BltForCausalLM` (torch, same config, same
-batch, AdamW, float32) in the same process, before JAX starts, and prints the ratio. The batch is random
+batch, AdamW, float32) in a child process, its steps alternating with ours so that both medians come
+from the same minutes, and prints the ratio. The batch is random
 bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
 one device per core). Needs torch + transformers only for `--compare_hf`.
 """
@@ -92,7 +93,9 @@ def timed(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
     return first, times
 
 
-def bench_jax(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
+def jax_train_step(cfg, batch: np.ndarray):
+    """(step, info): `step()` runs one compiled train step to completion; info has the compile time,
+    FLOPs per step, peak and XLA's memory estimate."""
     from hybrid_jax.flops import flops_per_sequence, peak_tflops
     from hybrid_jax.sharding import make_mesh
     from hybrid_jax.step import compile_steps, initial_state
@@ -109,23 +112,33 @@ def bench_jax(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
     def step():
         state[0], m = compiled(state[0], x)
         jax.block_until_ready(m)
-    _, times = timed(step, steps, warmup)
-    dt = statistics.median(times)
-    flops = flops_per_sequence(cfg.model, cfg.data.seq_len) * batch.shape[0]
-    peak = peak_tflops(jax.devices()[0].device_kind, cfg.train.peak_tflops)
     mem = compiled.memory_analysis()
     peak_bytes = None
     if mem is not None:
         peak_bytes = int(getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "argument_size_in_bytes", 0)
                          + getattr(mem, "output_size_in_bytes", 0) - getattr(mem, "alias_size_in_bytes", 0))
+    return step, {"compile_s": compile_s, "flops": flops_per_sequence(cfg.model, cfg.data.seq_len) * batch.shape[0],
+                  "peak": peak_tflops(jax.devices()[0].device_kind, cfg.train.peak_tflops), "devices": mesh.size,
+                  "device": jax.devices()[0].device_kind, "peak_memory_bytes_per_device": peak_bytes}
+
+
+def jax_summary(cfg, batch: np.ndarray, info: dict, times: list[float]) -> dict:
+    dt = statistics.median(times)
+    peak, flops = info["peak"], info["flops"]
     return {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt,
-            "tflops": flops / dt / 1e12, "mfu": flops / dt / (peak * 1e12 * mesh.size) if peak else None,
-            "compile_s": compile_s, "peak_memory_bytes_per_device": peak_bytes,
-            "device": jax.devices()[0].device_kind, "devices": mesh.size}
+            "tflops": flops / dt / 1e12, "mfu": flops / dt / (peak * 1e12 * info["devices"]) if peak else None,
+            "compile_s": info["compile_s"], "peak_memory_bytes_per_device": info["peak_memory_bytes_per_device"],
+            "device": info["device"], "devices": info["devices"]}
 
 
-def bench_hf(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
-    """The same train step in Hugging Face `BltForCausalLM` (torch eager, float32, AdamW)."""
+def bench_jax(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
+    step, info = jax_train_step(cfg, batch)
+    _, times = timed(step, steps, warmup)
+    return jax_summary(cfg, batch, info, times)
+
+
+def hf_train_step(cfg, batch: np.ndarray):
+    """(step, info) for the same train step in Hugging Face `BltForCausalLM` (torch eager, float32, AdamW)."""
     import torch
     from transformers import BltConfig, BltForCausalLM
 
@@ -148,10 +161,55 @@ def bench_hf(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
         opt.step()
-    first, times = timed(step, steps, warmup)
-    dt = statistics.median(times)
-    return {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt, "first_step_s": first,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return step, {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
+    """Child process: build the HF step, then run one step per message and reply with its seconds."""
+    step, info = hf_train_step(cfg, batch)
+    t0 = time.perf_counter()
+    step()
+    conn.send((info, time.perf_counter() - t0))
+    while conn.recv():
+        t0 = time.perf_counter()
+        step()
+        conn.send(time.perf_counter() - t0)
+
+
+def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, dict]:
+    """(jax result, hf result), the two steps timed alternately, so both medians come from the same
+    minutes of a machine whose speed drifts. Torch runs in a child process: JAX's CPU thread pools in
+    the same process would slow it (measured up to 40 %)."""
+    import multiprocessing as mp
+
+    parent, child = mp.get_context("spawn").Pipe()
+    proc = mp.get_context("spawn").Process(target=_hf_worker, args=(child, cfg, batch), daemon=True)
+    proc.start()
+    try:
+        hf_info, hf_first = parent.recv()  # torch is built and has run once before JAX starts
+
+        def hf_step():
+            parent.send(True)
+            return parent.recv()
+        step, info = jax_train_step(cfg, batch)
+        step()
+        jax_times, hf_times = [], []
+        for i in range(warmup + steps):
+            hf_t = hf_step()
+            t0 = time.perf_counter()
+            step()
+            if i >= warmup:
+                jax_times.append(time.perf_counter() - t0)
+                hf_times.append(hf_t)
+        parent.send(False)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+    dt = statistics.median(hf_times)
+    hf = {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt, "first_step_s": hf_first,
+          **hf_info}
+    return jax_summary(cfg, batch, info, jax_times), hf
 
 
 def prompt_text(n: int) -> str:
@@ -233,11 +291,10 @@ def main_train(cfg, opts) -> dict:
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
                          "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
     if opts.compare_hf:
-        # Torch first, before JAX starts its CPU thread pools: they would compete with torch's threads.
-        result["hf"] = bench_hf(cfg, batch, opts.steps, opts.warmup)
-    result["jax"] = bench_jax(cfg, batch, opts.steps, opts.warmup)
-    if opts.compare_hf:
+        result["jax"], result["hf"] = interleaved(cfg, batch, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
+    else:
+        result["jax"] = bench_jax(cfg, batch, opts.steps, opts.warmup)
     if not opts.json:
         j = result["jax"]
         mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"
