@@ -165,10 +165,15 @@ def hf_train_step(cfg, batch: np.ndarray):
 
 
 def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
-    """Child process: build the HF step, then run one step per message and reply with its seconds."""
-    step, info = hf_train_step(cfg, batch)
-    t0 = time.perf_counter()
-    step()
+    """Child process: build the HF step, then run one step per message and reply with its seconds
+    (a failure to build or run the first step is sent back as the exception)."""
+    try:
+        step, info = hf_train_step(cfg, batch)
+        t0 = time.perf_counter()
+        step()
+    except Exception as e:  # e.g. torch / transformers missing: the parent raises it
+        conn.send(e)
+        return
     conn.send((info, time.perf_counter() - t0))
     while conn.recv():
         t0 = time.perf_counter()
@@ -186,7 +191,10 @@ def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, 
     proc = mp.get_context("spawn").Process(target=_hf_worker, args=(child, cfg, batch), daemon=True)
     proc.start()
     try:
-        hf_info, hf_first = parent.recv()  # torch is built and has run once before JAX starts
+        first = parent.recv()  # torch is built and has run once before JAX starts
+        if isinstance(first, Exception):
+            raise first
+        hf_info, hf_first = first
 
         def hf_step():
             parent.send(True)

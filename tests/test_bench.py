@@ -47,3 +47,15 @@ def test_bench_attention_times_every_stack(capsys):
         assert set(row["ms"]) == {"hybrid_jax", "jax.nn.dot_product_attention", "torch sdpa"}
         assert all(ms > 0 for ms in row["ms"].values())
     assert result["local_encoder"]["shape"][:2] == [8, 32]
+
+
+def test_bench_train_without_transformers_is_one_line(capsys, tmp_path, monkeypatch):
+    # The Hugging Face step runs in a spawned child; a failure there reaches the user as one line.
+    fake = tmp_path / "transformers"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('transformers is not installed (test)')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned child starts from the parent's sys.path
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                              "--steps", "1", "--compare_hf"])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err == "error: transformers is not installed (test)\n"
