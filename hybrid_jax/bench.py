@@ -175,7 +175,11 @@ def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
         conn.send(e)
         return
     conn.send((info, time.perf_counter() - t0))
-    while conn.recv():
+    while True:
+        try:
+            conn.recv()
+        except EOFError:  # the parent closed the pipe: done, or it failed
+            return
         t0 = time.perf_counter()
         step()
         conn.send(time.perf_counter() - t0)
@@ -187,9 +191,11 @@ def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, 
     the same process would slow it (measured up to 40 %)."""
     import multiprocessing as mp
 
-    parent, child = mp.get_context("spawn").Pipe()
-    proc = mp.get_context("spawn").Process(target=_hf_worker, args=(child, cfg, batch), daemon=True)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_hf_worker, args=(child, cfg, batch), daemon=True)
     proc.start()
+    child.close()  # the child's copy is its own; ours would keep the pipe open after the child exits
     try:
         first = parent.recv()  # torch is built and has run once before JAX starts
         if isinstance(first, Exception):
@@ -209,8 +215,8 @@ def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, 
             if i >= warmup:
                 jax_times.append(time.perf_counter() - t0)
                 hf_times.append(hf_t)
-        parent.send(False)
     finally:
+        parent.close()  # also when JAX failed: the child sees EOF and exits instead of waiting
         proc.join(timeout=30)
         if proc.is_alive():
             proc.kill()
