@@ -57,6 +57,8 @@ def parse(argv):
                             flag_values=fv)
         flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
+        flags.DEFINE_string("profile", "", "train: also trace --steps JAX steps into this directory and print "
+                            "where their time goes", flag_values=fv)
         flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one per core) or a count",
                             flag_values=fv)
     fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
@@ -117,7 +119,7 @@ def jax_train_step(cfg, batch: np.ndarray):
     if mem is not None:
         peak_bytes = int(getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "argument_size_in_bytes", 0)
                          + getattr(mem, "output_size_in_bytes", 0) - getattr(mem, "alias_size_in_bytes", 0))
-    return step, {"compile_s": compile_s, "flops": flops_per_sequence(cfg.model, cfg.data.seq_len) * batch.shape[0],
+    return step, {"hlo": compiled.as_text, "compile_s": compile_s, "flops": flops_per_sequence(cfg.model, cfg.data.seq_len) * batch.shape[0],
                   "peak": peak_tflops(jax.devices()[0].device_kind, cfg.train.peak_tflops), "devices": mesh.size,
                   "device": jax.devices()[0].device_kind, "peak_memory_bytes_per_device": peak_bytes}
 
@@ -131,10 +133,33 @@ def jax_summary(cfg, batch: np.ndarray, info: dict, times: list[float]) -> dict:
             "device": info["device"], "devices": info["devices"]}
 
 
-def bench_jax(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
-    step, info = jax_train_step(cfg, batch)
+def bench_jax(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> dict:
+    """Time the JAX step alone; `jax_step` is `jax_train_step`'s (step, info)."""
+    step, info = jax_step
     _, times = timed(step, steps, warmup)
     return jax_summary(cfg, batch, info, times)
+
+
+def profile_jax(jax_step, logdir: str, steps: int, top: int = 12) -> dict:
+    """Trace `steps` more JAX steps into `logdir` and attribute their time: {trace, ms per step by kind,
+    top `top` source lines} (milliseconds summed over devices; see `hybrid_jax.profiling`)."""
+    from hybrid_jax import profiling
+
+    step, info = jax_step
+    tracer = profiling.StepTracer(logdir, 0, steps)
+    for i in range(steps):
+        tracer.before(i)
+        step()
+        tracer.after(i, None)
+    path = profiling.newest_trace(logdir)
+    hlo = info["hlo"]()
+    times = profiling.op_times(path, profiling.module_name(hlo))
+    if not times:
+        raise RuntimeError(f"the trace {path} holds no XLA op of the train step")
+    ms = lambda table: [[name, 1e3 * t] for name, t in table]
+    return {"trace": path, "devices": info["devices"], "ms_per_step": 1e3 * sum(times.values()) / steps,
+            "by_kind": ms(profiling.kind_table(times, hlo, steps)),
+            "by_source": ms(profiling.source_table(times, hlo, steps)[:top])}
 
 
 def hf_train_step(cfg, batch: np.ndarray):
@@ -185,7 +210,7 @@ def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
         conn.send(time.perf_counter() - t0)
 
 
-def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, dict]:
+def interleaved(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> tuple[dict, dict]:
     """(jax result, hf result), the two steps timed alternately, so both medians come from the same
     minutes of a machine whose speed drifts. Torch runs in a child process: JAX's CPU thread pools in
     the same process would slow it (measured up to 40 %)."""
@@ -197,7 +222,7 @@ def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, 
     proc.start()
     child.close()  # the child's copy is its own; ours would keep the pipe open after the child exits
     try:
-        first = parent.recv()  # torch is built and has run once before JAX starts
+        first = parent.recv()  # torch is built and has run once before the timed steps
         if isinstance(first, Exception):
             raise first
         hf_info, hf_first = first
@@ -205,7 +230,7 @@ def interleaved(cfg, batch: np.ndarray, steps: int, warmup: int) -> tuple[dict, 
         def hf_step():
             parent.send(True)
             return parent.recv()
-        step, info = jax_train_step(cfg, batch)
+        step, info = jax_step
         step()
         jax_times, hf_times = [], []
         for i in range(warmup + steps):
@@ -304,11 +329,14 @@ def main_train(cfg, opts) -> dict:
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
                          "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
+    jax_step = jax_train_step(cfg, batch)
     if opts.compare_hf:
-        result["jax"], result["hf"] = interleaved(cfg, batch, opts.steps, opts.warmup)
+        result["jax"], result["hf"] = interleaved(cfg, batch, jax_step, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     else:
-        result["jax"] = bench_jax(cfg, batch, opts.steps, opts.warmup)
+        result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
+    if opts.profile:
+        result["profile"] = profile_jax(jax_step, opts.profile, opts.steps)
     if not opts.json:
         j = result["jax"]
         mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"
@@ -319,7 +347,18 @@ def main_train(cfg, opts) -> dict:
             print(f"Hugging Face (torch {h['torch']}, {h['threads']} threads): {h['bytes_per_sec']:,.0f} bytes/s, "
                   f"step {h['step_time'] * 1e3:.1f} ms")
             print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x")
+        if "profile" in result:
+            print_profile(result["profile"])
     return result
+
+
+def print_profile(p: dict) -> None:
+    print(f"\nwhere a step's time goes: {p['ms_per_step']:.1f} ms of XLA ops per step, summed over "
+          f"{p['devices']} device(s); trace: {p['trace']}")
+    for title, key in (("by kind", "by_kind"), ("by source line (innermost < caller)", "by_source")):
+        print(f"  {title}:")
+        for name, ms in p[key]:
+            print(f"    {ms:9.1f} ms  {100 * ms / p['ms_per_step']:5.1f} %  {name}")
 
 
 def attention_times(b: int, t: int, stack, with_torch: bool) -> dict:

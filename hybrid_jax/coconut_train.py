@@ -73,7 +73,7 @@ def qa_eval(cfg, params, examples, stage: int) -> dict:
 
 def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
     """Run (or resume) a latent-reasoning run; returns the logged metric rows of this run."""
-    from hybrid_jax.train import StopFlag, checkpoint_step, close_run, start_or_resume
+    from hybrid_jax.train import StopFlag, checkpoint_step, close_run, start_or_resume, step_tracer
 
     validate(cfg)
     cc, t = cfg.coconut, cfg.train
@@ -95,6 +95,7 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
     writer, progress, stop = MetricsWriter(workdir, main), Progress(cfg.train.steps, main), StopFlag()
     lr = learning_rate(cfg.train)
     rows, last_time, last_step = [], time.time(), start
+    tracer = step_tracer(workdir, cfg.train, start, main)
 
     def log(s, row):
         rows.append({"step": s, **row})
@@ -112,7 +113,9 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
             if cc.reset_optimizer:
                 state["opt_state"] = reset(state["params"])
         reset_at = stage_start_epoch(cc, epoch) * spe if cc.reset_optimizer else 0
+        tracer.before(step)
         state, m = steps.train(state, place(next(schedule), steps.batch_sharding))
+        tracer.after(step, m)
         s = step + 1
         if s % t.log_every == 0 or s == cfg.train.steps or stop.set or schedule.index == 0:
             m = jax.device_get(m)
@@ -131,5 +134,5 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
         meta = {"step": s, "seed": cfg.seed, "data": schedule.get_state(), "stage": stage}
         if checkpoint_step(mngr, s, state, meta, stop, s == cfg.train.steps, main):
             break
-    close_run(mngr, stop, progress, writer)
+    close_run(mngr, stop, progress, writer, tracer, state)
     return rows

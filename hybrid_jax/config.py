@@ -148,6 +148,9 @@ def default_config() -> ml_collections.ConfigDict:
             est_loss_weight=1.0,  # weight of the entropy model's next-byte loss when trained online
             log_every=10,
             peak_tflops=0.0,  # per-device peak for MFU; 0 = look up the device kind
+            # jax.profiler trace of steps profile_start .. profile_start + profile_steps - 1 of this run
+            # (counted from its first step, which compiles) into WORKDIR/profile; 0 steps = off
+            profile_start=3, profile_steps=0,
         ),
         eval=dict(every=200, batches=8, batch_size=8),
         checkpoint=dict(every=100, keep=3, async_save=True),
@@ -197,6 +200,8 @@ def validate(cfg) -> None:
     t = cfg.train
     if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
         raise ConfigError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+    if t.profile_start < 0 or t.profile_steps < 0:
+        raise ConfigError("train.profile_start and train.profile_steps must be >= 0")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by train.grad_accum={t.grad_accum}")
     if cfg.data.seq_len < 4:

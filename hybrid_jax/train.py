@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import flags
 from jax.sharding import NamedSharding
 
-from hybrid_jax import cli, distributed
+from hybrid_jax import cli, distributed, profiling
 from hybrid_jax.checkpoint import (CheckpointError, manager, param_tree, restore_train_state, save_train_state,
                                    write_config)
 from hybrid_jax.config import ConfigError, validate
@@ -158,11 +158,14 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
     flops = flops_per_sequence(cfg.model, seq) * t.batch_size
     peak = peak_tflops(jax.devices()[0].device_kind, t.peak_tflops)
     rows, last_time, last_step = [], time.time(), start
+    tracer = step_tracer(workdir, t, start, main)
     if main and start:
         print(f"resumed from step {start} in {workdir}", file=sys.stderr)
     for step in range(start, t.steps):
         batch = jax.make_array_from_process_local_data(b_sh, next(data_iter), shape)
+        tracer.before(step)
         state, m = step_fn(state, batch)
+        tracer.after(step, m)
         s = step + 1
         if s % t.log_every == 0 or s == t.steps or stop.set:
             m = jax.device_get(m)
@@ -184,8 +187,22 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
         meta = {"step": s, "seed": cfg.seed, "data": data_iter.get_state()}
         if checkpoint_step(mngr, s, state, meta, stop, s == t.steps, main):
             break
-    close_run(mngr, stop, progress, writer)
+    close_run(mngr, stop, progress, writer, tracer, state)
     return rows
+
+
+def step_tracer(workdir: str, t, start: int, main: bool) -> profiling.StepTracer:
+    """The run's `jax.profiler` window (config `train.profile_start` / `profile_steps`, counted from
+    `start`) into WORKDIR/profile, one sub-directory per process when there are several."""
+    logdir = os.path.join(workdir, "profile")
+    if jax.process_count() > 1:
+        logdir = os.path.join(logdir, f"process_{jax.process_index()}")
+
+    def done(first: int, last: int) -> None:
+        if main:
+            print(f"\nprofiled steps {first + 1}-{last + 1} into {logdir} (view: tensorboard --logdir {logdir}, "
+                  "or its perfetto_trace.json.gz in ui.perfetto.dev)", file=sys.stderr)
+    return profiling.StepTracer(logdir, start + t.profile_start, t.profile_steps, done)
 
 
 def checkpoint_step(mngr, step: int, state: dict, meta: dict, stop: StopFlag, last: bool, main: bool) -> bool:
@@ -196,9 +213,12 @@ def checkpoint_step(mngr, step: int, state: dict, meta: dict, stop: StopFlag, la
     return stop.set
 
 
-def close_run(mngr, stop: StopFlag, progress, writer) -> None:
-    """Wait for pending saves, then put back the signal handlers and close the logs."""
+def close_run(mngr, stop: StopFlag, progress, writer, tracer=None, state=None) -> None:
+    """Wait for pending saves, then end a profile still running, put back the signal handlers and close
+    the logs."""
     mngr.wait_until_finished()
+    if tracer is not None:
+        tracer.close(state)
     mngr.close()
     stop.restore()
     progress.close()

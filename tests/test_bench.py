@@ -25,6 +25,20 @@ def test_bench_train_prints_json_with_hf_ratio(capsys):
     assert h["bytes_per_sec"] > 0 and abs(result["ratio"] - j["bytes_per_sec"] / h["bytes_per_sec"]) < 1e-9
 
 
+def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "2",
+                              "--warmup", "0", "--profile", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    p = json.loads(out)["profile"]
+    assert os.path.isfile(p["trace"]) and p["trace"].startswith(str(tmp_path))
+    kinds = dict(p["by_kind"])
+    assert abs(sum(kinds.values()) - p["ms_per_step"]) < 1e-6 and kinds["matmul"] > 0
+    sources = [name for name, _ in p["by_source"]]
+    assert any(s.startswith("fwd model/") for s in sources) and any(s.startswith("bwd model/") for s in sources)
+    assert any("attention.py" in s for s in sources)
+
+
 def test_bench_bad_usage_is_one_line(capsys):
     rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
     _, err = capsys.readouterr()

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import cli, evaluate
+from hybrid_jax import cli, evaluate, profiling
 from hybrid_jax import train as train_cli
 from hybrid_jax.checkpoint import abstract_model, param_tree
 from hybrid_jax.metrics import read_metrics
@@ -179,12 +179,24 @@ def assert_one_line_error(rc, err, fragment):
     (["--config.train.batch_size=6", "--config.train.grad_accum=4"], "divisible by train.grad_accum"),
     (["--config.data.train=/nonexistent/**/*.txt"], "no files match '/nonexistent/**/*.txt'"),
     (["--cpu_devices=two"], "--cpu_devices must be"),
+    (["--config.train.profile_steps=-1"], "train.profile_start and train.profile_steps must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(overrides, fragment, corpus, tmp_path, capsys):
     args = ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
             f"--config.data.train={corpus}", *overrides]
     rc, _, err = run_main(capsys, train_cli, *args)
     assert_one_line_error(rc, err, fragment)
+
+
+def test_profile_traces_the_configured_steps(eight_device_run, corpus, tmp_path, capsys):
+    workdir = str(tmp_path / "w")
+    cfg = tiny_config(corpus, steps=4, profile_start=1, profile_steps=2)
+    train(cfg, workdir, devices=jax.devices()[:1])
+    trace = profiling.newest_trace(os.path.join(workdir, "profile"))
+    times = profiling.op_times(trace, "jit_step")
+    assert times and all(t > 0 for t in times.values())
+    assert "profiled steps 2-3 into" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(eight_device_run[0], "profile"))  # off by default
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(eight_device_run, corpus, tmp_path, capsys):

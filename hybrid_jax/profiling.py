@@ -1,0 +1,177 @@
+"""Profiling: trace a window of train steps with `jax.profiler`, and say where a step's time goes.
+
+A trace directory opens in TensorBoard's profile plugin / XProf (`tensorboard --logdir DIR`) or, through
+its `perfetto_trace.json.gz`, in ui.perfetto.dev. `op_times` reads the same trace back (the `xplane.pb`
+that `jax.profiler` writes) and sums the time of each XLA instruction; `source_table` / `kind_table`
+attribute those times to lines of this package and to kinds of work, using the compiled HLO text.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import re
+
+import jax
+
+_DEVICE_PLANES = ("/device:GPU", "/device:TPU")
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+
+
+class StepTracer:
+    """Traces steps `start .. start + steps - 1` of a loop into `logdir`; `steps` 0 disables it.
+
+    Call `before(step)` / `after(step, outputs)` around each step: the trace stops after the last
+    traced step's outputs are ready, so its device work lands inside the trace. `on_done(first, last)`
+    is called with the steps traced."""
+
+    def __init__(self, logdir: str, start: int, steps: int, on_done=None):
+        self.logdir, self.start, self.stop_at = logdir, start, start + steps
+        self.active, self.on_done, self.last = False, on_done, start
+
+    def before(self, step: int) -> None:
+        if step == self.start and self.stop_at > self.start:
+            jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
+            self.active = True
+
+    def after(self, step: int, outputs) -> None:
+        self.last = step
+        if self.active and step + 1 >= self.stop_at:
+            self.close(outputs)
+
+    def close(self, outputs=None) -> None:
+        """Stop a trace that is still running (also when a run ends or stops inside the window)."""
+        if self.active:
+            jax.block_until_ready(outputs)
+            jax.profiler.stop_trace()
+            self.active = False
+            if self.on_done:
+                self.on_done(self.start, self.last)
+
+
+def newest_trace(logdir: str) -> str:
+    """Path of the newest `*.xplane.pb` under `logdir` (FileNotFoundError if there is none)."""
+    files = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
+    if not files:
+        raise FileNotFoundError(f"no jax.profiler trace (*.xplane.pb) under {logdir}")
+    return max(files, key=os.path.getmtime)
+
+
+def op_times(path: str, module: str) -> dict[str, float]:
+    """Seconds per XLA instruction of HLO module `module` (e.g. `jit_step`) in trace file `path`,
+    summed over devices and traced steps. Device planes (GPU/TPU) when the trace has them, else the
+    host's CPU threads; an event that encloses others on its thread (a while loop, a call) is left out,
+    so nothing is counted twice."""
+    from jax.profiler import ProfileData
+
+    planes = list(ProfileData.from_file(path).planes)
+    device = [p for p in planes if p.name.startswith(_DEVICE_PLANES)]
+    times = collections.Counter()
+    for plane in device or planes:
+        for line in plane.lines:
+            events = []
+            for ev in line.events:
+                stats = dict(ev.stats)
+                if str(stats.get("hlo_module", "")) == module and "hlo_op" in stats:
+                    events.append((ev.start_ns, ev.start_ns + ev.duration_ns, str(stats["hlo_op"])))
+            events.sort()
+            for i, (start, end, op) in enumerate(events):
+                if i + 1 < len(events) and events[i + 1][0] < end:
+                    continue  # encloses the next event: a container, not work of its own
+                times[op] += (end - start) * 1e-9
+    return dict(times)
+
+
+def module_name(hlo: str) -> str:
+    """The HLO module's name (what trace events call it, e.g. `jit_step`) from compiled HLO text."""
+    m = re.match(r"HloModule ([^\s,]+)", hlo)
+    if not m:
+        raise ValueError("not HLO module text")
+    return m.group(1)
+
+
+def _frame_tables(hlo: str):
+    """{stack frame id: (file, line, function, parent id)} from the tables at the end of HLO text."""
+    sections = collections.defaultdict(dict)
+    name = None
+    for line in hlo.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            name = line
+        elif not line.strip():
+            name = None
+        elif name:
+            key, value = line.split(" ", 1)
+            sections[name][key] = value.strip().strip('"') if name in ("FileNames", "FunctionNames") else \
+                dict(re.findall(r"(\w+)=(\d+)", value))
+    frames = {}
+    for fid, f in sections["StackFrames"].items():
+        loc = sections["FileLocations"].get(f.get("file_location_id"), {})
+        frames[fid] = (sections["FileNames"].get(loc.get("file_name_id"), "?"), loc.get("line", "?"),
+                       sections["FunctionNames"].get(loc.get("function_name_id"), "?"), f.get("parent_frame_id", "0"))
+    return frames
+
+
+def _our_frames(frames, fid: str | None, depth: int = 2) -> str:
+    """`file:line function < caller...`: the innermost `depth` frames inside this package ("" if none)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    ours, seen = [], set()
+    while fid in frames and fid not in seen and len(ours) < depth:
+        seen.add(fid)
+        file, line, func, parent = frames[fid]
+        if os.path.abspath(file).startswith(package + os.sep):
+            ours.append(f"{os.path.relpath(file, package)}:{line} {func.split('.<locals>.')[-1]}")
+        fid = str(int(parent) - 1)  # the text form's parent ids are one above the frame they name
+    return " < ".join(ours)
+
+
+def instructions(hlo: str) -> dict[str, dict]:
+    """{instruction name: {source, backward, kind}} of the entry-level instructions in compiled HLO text.
+
+    source: innermost line of this package that emitted it; backward: it belongs to a gradient
+    (`transpose(...)` in its JAX name); kind: matmul / collective / copy / other fusion or op."""
+    frames = _frame_tables(hlo)
+    bodies = {m.group(1): m.group(2) for m in re.finditer(r"^%?([\w.-]+) \(.*?\{\n(.*?)\n\}", hlo, re.M | re.S)}
+    out = {}
+    for m in re.finditer(r"^\s+(?:ROOT )?%?([\w.-]+) = .*$", hlo, re.M):
+        name, text = m.group(1), m.group(0)
+        called = re.search(r"calls=%?([\w.-]+)", text)
+        body = text + (bodies.get(called.group(1), "") if called else "")
+        op_name = re.search(r'op_name="([^"]*)"', text)
+        frame = re.search(r"stack_frame_id=(\d+)", text)
+        if any(f" {c}(" in text or f" {c}-start(" in text for c in _COLLECTIVES):
+            kind = "collective"
+        elif re.search(r" (dot|convolution)\(|__cublas|cudnn\$conv|gemm", body):
+            kind = "matmul"
+        elif name.startswith(("copy", "transpose")):
+            kind = "copy / transpose"
+        else:
+            kind = "other"
+        out[name] = {"source": _our_frames(frames, frame.group(1) if frame else None),
+                     "backward": bool(op_name and "transpose(" in op_name.group(1)), "kind": kind}
+    return out
+
+
+def source_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tuple[str, float]]:
+    """[(where, seconds / per)] largest first: `times` (see `op_times`) grouped by the line of this package
+    that emitted each instruction, `fwd` / `bwd` for model code; collectives apart (their metadata names
+    one of the tensors they carry, and their time includes waiting for the other devices)."""
+    info, table = instructions(hlo), collections.Counter()
+    for op, t in times.items():
+        i = info.get(op, {})
+        if i.get("kind") == "collective":
+            where = f"collective {op.split('.')[0]} (with waits)"
+        elif i.get("source", "").startswith("model/"):
+            where = f"{'bwd' if i['backward'] else 'fwd'} {i['source']}"
+        else:
+            where = i.get("source") or "(outside this package)"
+        table[where] += t / per
+    return table.most_common()
+
+
+def kind_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tuple[str, float]]:
+    """[(kind, seconds / per)] largest first (kinds as in `instructions`)."""
+    info, table = instructions(hlo), collections.Counter()
+    for op, t in times.items():
+        table[info.get(op, {}).get("kind", "other")] += t / per
+    return table.most_common()
