@@ -140,18 +140,18 @@ def bench_jax(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> dict
     return jax_summary(cfg, batch, info, times)
 
 
-def profile_jax(jax_step, logdir: str, steps: int, top: int = 12) -> dict:
-    """Trace `steps` more JAX steps into `logdir` and attribute their time: {trace, ms per step by kind,
-    top `top` source lines} (milliseconds summed over devices; see `hybrid_jax.profiling`)."""
+def profile_jax(jax_step, tracer, top: int = 12) -> dict:
+    """Run the JAX steps of `tracer` (a `profiling.StepTracer` from step 0) and attribute their time:
+    {trace, ms per step by kind, top `top` source lines} (milliseconds summed over devices)."""
     from hybrid_jax import profiling
 
     step, info = jax_step
-    tracer = profiling.StepTracer(logdir, 0, steps)
+    steps = tracer.stop_at
     for i in range(steps):
         tracer.before(i)
         step()
         tracer.after(i, None)
-    path = profiling.newest_trace(logdir)
+    path = profiling.newest_trace(tracer.logdir)
     hlo = info["hlo"]()
     times = profiling.op_times(path, profiling.module_name(hlo))
     if not times:
@@ -323,20 +323,22 @@ def main_generate(cfg, opts) -> dict:
 
 def main_train(cfg, opts) -> dict:
     from hybrid_jax.distributed import set_cpu_devices
+    from hybrid_jax.profiling import StepTracer
 
     validate(cfg)
     set_cpu_devices(cfg, opts.cpu_devices)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
                          "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
+    tracer = StepTracer(opts.profile, 0, opts.steps) if opts.profile else None  # a bad directory fails now
     jax_step = jax_train_step(cfg, batch)
     if opts.compare_hf:
         result["jax"], result["hf"] = interleaved(cfg, batch, jax_step, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     else:
         result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
-    if opts.profile:
-        result["profile"] = profile_jax(jax_step, opts.profile, opts.steps)
+    if tracer:
+        result["profile"] = profile_jax(jax_step, tracer)
     if not opts.json:
         j = result["jax"]
         mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"

@@ -29,6 +29,11 @@ class StepTracer:
     def __init__(self, logdir: str, start: int, steps: int, on_done=None):
         self.logdir, self.start, self.stop_at = logdir, start, start + steps
         self.active, self.on_done, self.last = False, on_done, start
+        if steps and "://" not in logdir:  # fail now, not after the traced steps ran
+            try:
+                os.makedirs(logdir, exist_ok=True)
+            except OSError as e:
+                raise OSError(f"cannot write a profile to {logdir}: {e.strerror or e}") from None
 
     def before(self, step: int) -> None:
         if step == self.start and self.stop_at > self.start:

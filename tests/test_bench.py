@@ -39,6 +39,15 @@ def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
     assert any("attention.py" in s for s in sources)
 
 
+def test_bench_profile_to_unwritable_dir_is_one_line_before_timing(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                              "--profile", str(blocker / "trace")])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.startswith("error: cannot write a profile to") and err.count("\n") == 1
+
+
 def test_bench_bad_usage_is_one_line(capsys):
     rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
     _, err = capsys.readouterr()
