@@ -131,7 +131,7 @@ def _our_frames(frames, fid: str | None, depth: int = 2) -> str:
 
 
 def instructions(hlo: str) -> dict[str, dict]:
-    """{instruction name: {source, backward, kind}} of the entry-level instructions in compiled HLO text.
+    """{instruction name: {source, backward, kind}} of every instruction in compiled HLO text.
 
     source: innermost line of this package that emitted it; backward: it belongs to a gradient
     (`transpose(...)` in its JAX name); kind: matmul / collective / copy / other fusion or op."""
