@@ -140,26 +140,17 @@ def bench_jax(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> dict
     return jax_summary(cfg, batch, info, times)
 
 
-def profile_jax(jax_step, tracer, top: int = 12) -> dict:
-    """Run the JAX steps of `tracer` (a `profiling.StepTracer` from step 0) and attribute their time:
-    {trace, ms per step by kind, top `top` source lines} (milliseconds summed over devices)."""
+def profile_jax(jax_step, tracer) -> dict:
+    """Run the JAX steps of `tracer` (a `profiling.StepTracer` from step 0) and say where their time
+    went (`profiling.summary`)."""
     from hybrid_jax import profiling
 
     step, info = jax_step
-    steps = tracer.stop_at
-    for i in range(steps):
+    for i in range(tracer.stop_at):
         tracer.before(i)
         step()
         tracer.after(i, None)
-    path = profiling.newest_trace(tracer.logdir)
-    hlo = info["hlo"]()
-    times = profiling.op_times(path, profiling.module_name(hlo))
-    if not times:
-        raise RuntimeError(f"the trace {path} holds no XLA op of the train step")
-    ms = lambda table: [[name, 1e3 * t] for name, t in table]
-    return {"trace": path, "devices": info["devices"], "ms_per_step": 1e3 * sum(times.values()) / steps,
-            "by_kind": ms(profiling.kind_table(times, hlo, steps)),
-            "by_source": ms(profiling.source_table(times, hlo, steps)[:top])}
+    return profiling.summary(tracer.logdir, info["hlo"](), tracer.stop_at, info["devices"])
 
 
 def hf_train_step(cfg, batch: np.ndarray):
@@ -323,7 +314,7 @@ def main_generate(cfg, opts) -> dict:
 
 def main_train(cfg, opts) -> dict:
     from hybrid_jax.distributed import set_cpu_devices
-    from hybrid_jax.profiling import StepTracer
+    from hybrid_jax.profiling import StepTracer, format_summary
 
     validate(cfg)
     set_cpu_devices(cfg, opts.cpu_devices)
@@ -350,17 +341,8 @@ def main_train(cfg, opts) -> dict:
                   f"step {h['step_time'] * 1e3:.1f} ms")
             print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x")
         if "profile" in result:
-            print_profile(result["profile"])
+            print("\n" + format_summary(result["profile"]))
     return result
-
-
-def print_profile(p: dict) -> None:
-    print(f"\nwhere a step's time goes: {p['ms_per_step']:.1f} ms of XLA ops per step, summed over "
-          f"{p['devices']} device(s); trace: {p['trace']}")
-    for title, key in (("by kind", "by_kind"), ("by source line (innermost < caller)", "by_source")):
-        print(f"  {title}:")
-        for name, ms in p[key]:
-            print(f"    {ms:9.1f} ms  {100 * ms / p['ms_per_step']:5.1f} %  {name}")
 
 
 def attention_times(b: int, t: int, stack, with_torch: bool) -> dict:

@@ -73,7 +73,8 @@ def qa_eval(cfg, params, examples, stage: int) -> dict:
 
 def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
     """Run (or resume) a latent-reasoning run; returns the logged metric rows of this run."""
-    from hybrid_jax.train import StopFlag, checkpoint_step, close_run, start_or_resume, step_tracer
+    from hybrid_jax.train import (StopFlag, checkpoint_step, close_run, report_profile, start_or_resume,
+                                  step_tracer)
 
     validate(cfg)
     cc, t = cfg.coconut, cfg.train
@@ -95,7 +96,7 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
     writer, progress, stop = MetricsWriter(workdir, main), Progress(cfg.train.steps, main), StopFlag()
     lr = learning_rate(cfg.train)
     rows, last_time, last_step = [], time.time(), start
-    tracer = step_tracer(workdir, cfg.train, start, main)
+    tracer = step_tracer(workdir, cfg.train, start)
 
     def log(s, row):
         rows.append({"step": s, **row})
@@ -114,8 +115,10 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
                 state["opt_state"] = reset(state["params"])
         reset_at = stage_start_epoch(cc, epoch) * spe if cc.reset_optimizer else 0
         tracer.before(step)
-        state, m = steps.train(state, place(next(schedule), steps.batch_sharding))
-        tracer.after(step, m)
+        batch = place(next(schedule), steps.batch_sharding)
+        state, m = steps.train(state, batch)
+        if tracer.after(step, m):
+            report_profile(tracer, lambda: steps.train.lower(state, batch).compile(), main)
         s = step + 1
         if s % t.log_every == 0 or s == cfg.train.steps or stop.set or schedule.index == 0:
             m = jax.device_get(m)

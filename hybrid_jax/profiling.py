@@ -23,12 +23,11 @@ class StepTracer:
     """Traces steps `start .. start + steps - 1` of a loop into `logdir`; `steps` 0 disables it.
 
     Call `before(step)` / `after(step, outputs)` around each step: the trace stops after the last
-    traced step's outputs are ready, so its device work lands inside the trace. `on_done(first, last)`
-    is called with the steps traced."""
+    traced step's outputs are ready, so its device work lands inside the trace."""
 
-    def __init__(self, logdir: str, start: int, steps: int, on_done=None):
+    def __init__(self, logdir: str, start: int, steps: int):
         self.logdir, self.start, self.stop_at = logdir, start, start + steps
-        self.active, self.on_done, self.last = False, on_done, start
+        self.active, self.last = False, start
         if steps and "://" not in logdir:  # fail now, not after the traced steps ran
             try:
                 os.makedirs(logdir, exist_ok=True)
@@ -40,19 +39,25 @@ class StepTracer:
             jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
             self.active = True
 
-    def after(self, step: int, outputs) -> None:
+    def after(self, step: int, outputs) -> bool:
+        """True when this step ended the trace."""
         self.last = step
-        if self.active and step + 1 >= self.stop_at:
-            self.close(outputs)
+        return step + 1 >= self.stop_at and self.close(outputs)
 
-    def close(self, outputs=None) -> None:
-        """Stop a trace that is still running (also when a run ends or stops inside the window)."""
-        if self.active:
-            jax.block_until_ready(outputs)
-            jax.profiler.stop_trace()
-            self.active = False
-            if self.on_done:
-                self.on_done(self.start, self.last)
+    def close(self, outputs=None) -> bool:
+        """Stop a trace that is still running (also when a run ends or stops inside the window); True
+        if there was one."""
+        if not self.active:
+            return False
+        jax.block_until_ready(outputs)
+        jax.profiler.stop_trace()
+        self.active = False
+        return True
+
+    @property
+    def traced(self) -> int:
+        """Steps in the last trace."""
+        return self.last - self.start + 1
 
 
 def newest_trace(logdir: str) -> str:
@@ -180,3 +185,26 @@ def kind_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tupl
     for op, t in times.items():
         table[info.get(op, {}).get("kind", "other")] += t / per
     return table.most_common()
+
+
+def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> dict:
+    """Where the traced steps' time went, from the newest trace under `logdir` and the step's compiled
+    HLO text: {trace, devices, ms_per_step, by_kind, by_source (top `top`)}, milliseconds per step
+    summed over devices."""
+    path = newest_trace(logdir)
+    times = op_times(path, module_name(hlo))
+    if not times:
+        raise ValueError(f"the trace {path} holds no XLA op of {module_name(hlo)}")
+    ms = lambda table: [[name, 1e3 * t] for name, t in table]
+    return {"trace": path, "devices": devices, "ms_per_step": 1e3 * sum(times.values()) / steps,
+            "by_kind": ms(kind_table(times, hlo, steps)), "by_source": ms(source_table(times, hlo, steps)[:top])}
+
+
+def format_summary(p: dict) -> str:
+    """`summary`'s tables as text."""
+    lines = [f"where a step's time goes: {p['ms_per_step']:.1f} ms of XLA ops per step, summed over "
+             f"{p['devices']} device(s); trace: {p['trace']}"]
+    for title, key in (("by kind", "by_kind"), ("by source line (innermost < caller)", "by_source")):
+        lines.append(f"  {title}:")
+        lines += [f"    {ms:9.1f} ms  {100 * ms / p['ms_per_step']:5.1f} %  {name}" for name, ms in p[key]]
+    return "\n".join(lines)

@@ -158,14 +158,15 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
     flops = flops_per_sequence(cfg.model, seq) * t.batch_size
     peak = peak_tflops(jax.devices()[0].device_kind, t.peak_tflops)
     rows, last_time, last_step = [], time.time(), start
-    tracer = step_tracer(workdir, t, start, main)
+    tracer = step_tracer(workdir, t, start)
     if main and start:
         print(f"resumed from step {start} in {workdir}", file=sys.stderr)
     for step in range(start, t.steps):
         batch = jax.make_array_from_process_local_data(b_sh, next(data_iter), shape)
         tracer.before(step)
         state, m = step_fn(state, batch)
-        tracer.after(step, m)
+        if tracer.after(step, m):
+            report_profile(tracer, lambda: step_fn.lower(state, batch).compile(), main)
         s = step + 1
         if s % t.log_every == 0 or s == t.steps or stop.set:
             m = jax.device_get(m)
@@ -191,18 +192,31 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
     return rows
 
 
-def step_tracer(workdir: str, t, start: int, main: bool) -> profiling.StepTracer:
+def step_tracer(workdir: str, t, start: int) -> profiling.StepTracer:
     """The run's `jax.profiler` window (config `train.profile_start` / `profile_steps`, counted from
     `start`) into WORKDIR/profile, one sub-directory per process when there are several."""
     logdir = os.path.join(workdir, "profile")
     if jax.process_count() > 1:
         logdir = os.path.join(logdir, f"process_{jax.process_index()}")
+    return profiling.StepTracer(logdir, start + t.profile_start, t.profile_steps)
 
-    def done(first: int, last: int) -> None:
-        if main:
-            print(f"\nprofiled steps {first + 1}-{last + 1} into {logdir} (view: tensorboard --logdir {logdir}, "
-                  "or its perfetto_trace.json.gz in ui.perfetto.dev)", file=sys.stderr)
-    return profiling.StepTracer(logdir, start + t.profile_start, t.profile_steps, done)
+
+def report_profile(tracer: profiling.StepTracer, compiled_step, main: bool) -> None:
+    """After a traced window: how to open the trace and, given `compiled_step()` -> the step's compiled
+    executable (which jit has cached), where its time went. Profiling is an aid: a failure to read the
+    trace back is reported, not raised, so the run goes on."""
+    if not main:
+        return
+    first = tracer.start + 1
+    print(f"\nprofiled steps {first}-{first + tracer.traced - 1} into {tracer.logdir} (open with "
+          f"tensorboard --logdir {tracer.logdir}, or its perfetto_trace.json.gz in ui.perfetto.dev)", file=sys.stderr)
+    if compiled_step is None:
+        return
+    try:
+        found = profiling.summary(tracer.logdir, compiled_step().as_text(), tracer.traced, jax.device_count())
+        print(profiling.format_summary(found), file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 -- see the docstring
+        print(f"(could not summarise the trace: {e})", file=sys.stderr)
 
 
 def checkpoint_step(mngr, step: int, state: dict, meta: dict, stop: StopFlag, last: bool, main: bool) -> bool:
@@ -217,8 +231,8 @@ def close_run(mngr, stop: StopFlag, progress, writer, tracer=None, state=None) -
     """Wait for pending saves, then end a profile still running, put back the signal handlers and close
     the logs."""
     mngr.wait_until_finished()
-    if tracer is not None:
-        tracer.close(state)
+    if tracer is not None and tracer.close(state):
+        report_profile(tracer, None, main)
     mngr.close()
     stop.restore()
     progress.close()
