@@ -118,7 +118,7 @@ def train_coconut(cfg, workdir: str, devices=None) -> list[dict]:
         batch = place(next(schedule), steps.batch_sharding)
         state, m = steps.train(state, batch)
         if tracer.after(step, m):
-            report_profile(tracer, lambda: steps.train.lower(state, batch).compile(), main)
+            report_profile(tracer, lambda: steps.train.lower(state, batch).compile())
         s = step + 1
         if s % t.log_every == 0 or s == cfg.train.steps or stop.set or schedule.index == 0:
             m = jax.device_get(m)

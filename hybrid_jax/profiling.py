@@ -3,7 +3,8 @@
 A trace directory opens in TensorBoard's profile plugin / XProf (`tensorboard --logdir DIR`) or, through
 its `perfetto_trace.json.gz`, in ui.perfetto.dev. `op_times` reads the same trace back (the `xplane.pb`
 that `jax.profiler` writes) and sums the time of each XLA instruction; `source_table` / `kind_table`
-attribute those times to lines of this package and to kinds of work, using the compiled HLO text.
+attribute those times to lines of this package and to kinds of work, using what `instructions` reads
+from the compiled HLO text.
 """
 
 from __future__ import annotations
@@ -162,11 +163,12 @@ def instructions(hlo: str) -> dict[str, dict]:
     return out
 
 
-def source_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tuple[str, float]]:
+def source_table(times: dict[str, float], info: dict[str, dict], per: float = 1.0) -> list[tuple[str, float]]:
     """[(where, seconds / per)] largest first: `times` (see `op_times`) grouped by the line of this package
-    that emitted each instruction, `fwd` / `bwd` for model code; collectives apart (their metadata names
-    one of the tensors they carry, and their time includes waiting for the other devices)."""
-    info, table = instructions(hlo), collections.Counter()
+    that emitted each instruction (`info` from `instructions`), `fwd` / `bwd` for model code; collectives
+    apart (their metadata names one of the tensors they carry, and their time includes waiting for the
+    other devices)."""
+    table = collections.Counter()
     for op, t in times.items():
         i = info.get(op, {})
         if i.get("kind") == "collective":
@@ -179,9 +181,9 @@ def source_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tu
     return table.most_common()
 
 
-def kind_table(times: dict[str, float], hlo: str, per: float = 1.0) -> list[tuple[str, float]]:
-    """[(kind, seconds / per)] largest first (kinds as in `instructions`)."""
-    info, table = instructions(hlo), collections.Counter()
+def kind_table(times: dict[str, float], info: dict[str, dict], per: float = 1.0) -> list[tuple[str, float]]:
+    """[(kind, seconds / per)] largest first (kinds as in `instructions`, which gives `info`)."""
+    table = collections.Counter()
     for op, t in times.items():
         table[info.get(op, {}).get("kind", "other")] += t / per
     return table.most_common()
@@ -191,13 +193,14 @@ def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> d
     """Where the traced steps' time went, from the newest trace under `logdir` and the step's compiled
     HLO text: {trace, devices, ms_per_step, by_kind, by_source (top `top`)}, milliseconds per step
     summed over devices."""
-    path = newest_trace(logdir)
-    times = op_times(path, module_name(hlo))
+    path, module = newest_trace(logdir), module_name(hlo)
+    times = op_times(path, module)
     if not times:
-        raise ValueError(f"the trace {path} holds no XLA op of {module_name(hlo)}")
+        raise ValueError(f"the trace {path} holds no XLA op of {module}")
+    info = instructions(hlo)
     ms = lambda table: [[name, 1e3 * t] for name, t in table]
     return {"trace": path, "devices": devices, "ms_per_step": 1e3 * sum(times.values()) / steps,
-            "by_kind": ms(kind_table(times, hlo, steps)), "by_source": ms(source_table(times, hlo, steps)[:top])}
+            "by_kind": ms(kind_table(times, info, steps)), "by_source": ms(source_table(times, info, steps)[:top])}
 
 
 def format_summary(p: dict) -> str:

@@ -166,7 +166,7 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
         tracer.before(step)
         state, m = step_fn(state, batch)
         if tracer.after(step, m):
-            report_profile(tracer, lambda: step_fn.lower(state, batch).compile(), main)
+            report_profile(tracer, lambda: step_fn.lower(state, batch).compile())
         s = step + 1
         if s % t.log_every == 0 or s == t.steps or stop.set:
             m = jax.device_get(m)
@@ -201,11 +201,11 @@ def step_tracer(workdir: str, t, start: int) -> profiling.StepTracer:
     return profiling.StepTracer(logdir, start + t.profile_start, t.profile_steps)
 
 
-def report_profile(tracer: profiling.StepTracer, compiled_step, main: bool) -> None:
-    """After a traced window: how to open the trace and, given `compiled_step()` -> the step's compiled
-    executable (which jit has cached), where its time went. Profiling is an aid: a failure to read the
-    trace back is reported, not raised, so the run goes on."""
-    if not main:
+def report_profile(tracer: profiling.StepTracer, compiled_step=None) -> None:
+    """After a traced window, on process 0: how to open the trace and, given `compiled_step()` -> the
+    step's compiled executable (which jit has cached), where its time went. Profiling is an aid: a
+    failure to read the trace back is reported, not raised, so the run goes on."""
+    if jax.process_index() != 0:
         return
     first = tracer.start + 1
     print(f"\nprofiled steps {first}-{first + tracer.traced - 1} into {tracer.logdir} (open with "
@@ -232,7 +232,7 @@ def close_run(mngr, stop: StopFlag, progress, writer, tracer=None, state=None) -
     the logs."""
     mngr.wait_until_finished()
     if tracer is not None and tracer.close(state):
-        report_profile(tracer, None, main)
+        report_profile(tracer)
     mngr.close()
     stop.restore()
     progress.close()
