@@ -26,6 +26,7 @@ one device per core). Needs torch + transformers only for `--compare_hf`.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -154,30 +155,42 @@ def profile_jax(jax_step, tracer) -> dict:
 
 
 def hf_train_step(cfg, batch: np.ndarray):
-    """(step, info) for the same train step in Hugging Face `BltForCausalLM` (torch eager, float32, AdamW)."""
+    """(step, info) for the same train step in Hugging Face `BltForCausalLM` (torch eager, AdamW): on
+    CUDA when torch sees a GPU, else the CPU. Same dtype as ours: float32 weights, and where the model
+    computes in bfloat16 (`model.dtype`) torch autocasts to it, as our bf16 compute keeps fp32 masters."""
+    import contextlib
+
     import torch
     from transformers import BltConfig, BltForCausalLM
 
     from hybrid_jax.convert.hf_config import hf_config_from_model
 
     torch.manual_seed(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     hf_cfg = hf_config_from_model(cfg.model)
-    model = BltForCausalLM(BltConfig(**{k: v for k, v in hf_cfg.items() if k != "architectures"}))
+    model = BltForCausalLM(BltConfig(**{k: v for k, v in hf_cfg.items() if k != "architectures"})).to(device)
     model.train()
     t = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps,
                             weight_decay=t.weight_decay)
-    ids = torch.from_numpy(batch[:, :-1].astype(np.int64))
-    labels = torch.from_numpy(batch[:, 1:].astype(np.int64))
+    ids = torch.from_numpy(batch[:, :-1].astype(np.int64)).to(device)
+    labels = torch.from_numpy(batch[:, 1:].astype(np.int64)).to(device)
+    bf16 = cfg.model.dtype == "bfloat16"
+    autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def step():
-        logits = model(input_ids=ids, use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        with autocast():
+            logits = model(input_ids=ids, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                     labels.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
         opt.step()
-    return step, {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        if device == "cuda":
+            torch.cuda.synchronize()  # kernels run async: the step ends when the GPU is done
+    return step, {"torch": torch.__version__, "threads": torch.get_num_threads(), "torch_device": device,
+                  "torch_dtype": "float32 + bfloat16 autocast" if bf16 else "float32"}
 
 
 def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
@@ -317,6 +330,8 @@ def main_train(cfg, opts) -> dict:
     from hybrid_jax.profiling import StepTracer, format_summary
 
     validate(cfg)
+    if opts.compare_hf:  # torch shares the GPU: JAX would otherwise take 75 % of its memory up front
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     set_cpu_devices(cfg, opts.cpu_devices)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
@@ -337,7 +352,8 @@ def main_train(cfg, opts) -> dict:
               f"{j['tflops']:.3f} TFLOP/s, MFU {mfu}, compile {j['compile_s']:.1f} s on {j['devices']} x {j['device']}")
         if "hf" in result:
             h = result["hf"]
-            print(f"Hugging Face (torch {h['torch']}, {h['threads']} threads): {h['bytes_per_sec']:,.0f} bytes/s, "
+            where = f"{h['threads']} threads" if h["torch_device"] == "cpu" else h["torch_device"]
+            print(f"Hugging Face (torch {h['torch']}, {where}, {h['torch_dtype']}): {h['bytes_per_sec']:,.0f} bytes/s, "
                   f"step {h['step_time'] * 1e3:.1f} ms")
             print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x")
         if "profile" in result:

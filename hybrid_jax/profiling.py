@@ -86,6 +86,10 @@ def op_times(path: str, module: str) -> dict[str, float]:
                 stats = dict(ev.stats)
                 if str(stats.get("hlo_module", "")) == module and "hlo_op" in stats:
                     events.append((ev.start_ns, ev.start_ns + ev.duration_ns, str(stats["hlo_op"])))
+                elif device and line.name.startswith("Stream") and "hlo_op" not in stats:
+                    # On an H200, 96 % of a step's kernel time was in GPU stream events without HLO
+                    # stats; a kernel's name is its fusion's name (library kernels stay `other`).
+                    events.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
             events.sort()
             for i, (start, end, op) in enumerate(events):
                 if i + 1 < len(events) and events[i + 1][0] < end:

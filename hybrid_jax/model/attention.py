@@ -10,6 +10,7 @@ from flax import nnx
 
 from hybrid_jax.config import kv_heads
 from hybrid_jax.model.layers import RMSNorm, apply_rope, dense
+from hybrid_jax.model.segments import segment_max_sorted, take_along_axis_f32
 
 
 def causal_mask(q_pos: jax.Array, k_pos: jax.Array, window: int = 0) -> jax.Array:
@@ -49,6 +50,11 @@ def attend_causal(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
     """
     if _use_cudnn(q):
         return _attend_cudnn(q, k, v, window)
+    return _blocked_causal_heads(q, k, v, window, block)
+
+
+def _blocked_causal_heads(q, k, v, window: int, block: int = QUERY_BLOCK) -> jax.Array:
+    """`attend_causal` without the cuDNN dispatch: same shapes, any backend and dtype."""
     b, t, h, hd = q.shape
     g = k.shape[2]
     qh = q.reshape(b, t, g, h // g, hd).transpose(0, 2, 3, 1, 4)
@@ -172,9 +178,9 @@ def attend_segments(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) ->
     """
     b, S, j, h, hd = q.shape
     g = k.shape[2]
-    q_at = jnp.take_along_axis(q, seg[:, :, None, None, None], axis=1).reshape(b, -1, j, g, h // g, hd)
+    q_at = take_along_axis_f32(q, seg[:, :, None, None, None], axis=1).reshape(b, -1, j, g, h // g, hd)
     scores = jnp.einsum("bnjgrd,bngd->bnjgr", q_at, k, preferred_element_type=jnp.float32) * hd ** -0.5
-    top = jax.lax.stop_gradient(_per_row(jax.ops.segment_max, scores, seg, S))
+    top = jax.lax.stop_gradient(segment_max_sorted(scores, seg, S))
     e = jnp.exp(scores - jnp.take_along_axis(top, seg[:, :, None, None, None], axis=1))
     z = _per_row(jax.ops.segment_sum, e, seg, S)
     num = _per_row(jax.ops.segment_sum, e[..., None] * v[:, :, None, :, None, :].astype(jnp.float32), seg, S)
@@ -250,7 +256,7 @@ class CrossAttention(nnx.Module):
         b = states.shape[0]
         k, v = (x.reshape(b, -1, j, *x.shape[2:]) for x in self.project_kv(states))
         at = index[:, :, None, None, None]
-        k, v = jnp.take_along_axis(k, at, axis=1), jnp.take_along_axis(v, at, axis=1)
+        k, v = take_along_axis_f32(k, at, axis=1), take_along_axis_f32(v, at, axis=1)
         return self.o_proj(attend_own_keys(self._queries(queries), k, v)) + queries
 
     def segments(self, queries, states, seg, j):

@@ -35,10 +35,21 @@ def dense(d_in: int, d_out: int, dtype, rngs: nnx.Rngs) -> Dense:
                  kernel_init=_trunc_normal(d_in ** -0.5), rngs=rngs)
 
 
-def embedding(n: int, d: int, dtype, rngs: nnx.Rngs) -> nnx.Embed:
-    """Table `[n, d]` in float32."""
-    return nnx.Embed(n, d, dtype=dtype, param_dtype=jnp.float32,
-                     embedding_init=_trunc_normal(d ** -0.5), rngs=rngs)
+class Embed(nnx.Embed):
+    """`nnx.Embed` that gathers float32 rows and casts them afterwards, so the backward pass sums each
+    row's gradients in float32. Casting the table first (as `nnx.Embed` does) makes that sum a bf16
+    scatter-add: it loses precision over the hundreds of bytes that share a row of the byte table,
+    and a GPU runs it as a compare-and-swap loop that contends on those rows."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        rows = jnp.take(self.embedding[...], inputs, axis=0)
+        return rows.astype(self.dtype) if self.dtype is not None else rows
+
+
+def embedding(n: int, d: int, dtype, rngs: nnx.Rngs) -> Embed:
+    """Table `[n, d]` in float32; ids `[...]` -> rows `[..., d]` in `dtype`."""
+    return Embed(n, d, dtype=dtype, param_dtype=jnp.float32,
+                 embedding_init=_trunc_normal(d ** -0.5), rngs=rngs)
 
 
 class RMSNorm(nnx.Module):

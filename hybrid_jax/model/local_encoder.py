@@ -10,6 +10,7 @@ from flax import nnx
 from hybrid_jax.model.attention import CrossAttention
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dense, embedding
+from hybrid_jax.model.segments import segment_max_sorted
 from hybrid_jax.model.transformer import make_layers, positions_for, stack_rope
 
 
@@ -30,9 +31,7 @@ def patch_reduce_max(x: jax.Array, patch_ids: jax.Array, num_patches: int) -> ja
 
     x `[batch, length, d]`, patch_ids int32 `[batch, length]` -> `[batch, num_patches, d]`.
     """
-    def one(xs, ids):
-        return jax.ops.segment_max(xs, ids, num_segments=num_patches, indices_are_sorted=True)
-    reduced = jax.vmap(one)(x, patch_ids)
+    reduced = segment_max_sorted(x, patch_ids, num_patches)
     return jnp.where(jnp.isneginf(reduced), jnp.zeros((), x.dtype), reduced)
 
 
