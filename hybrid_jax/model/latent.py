@@ -20,15 +20,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax.model.segments import segment_max_sorted
 from hybrid_jax.tokenizer import LATENT_ID
 
 
 def latent_patches(ids: jax.Array, patch_ids: jax.Array, slots: int) -> jax.Array:
     """bool `[batch, slots]`: the patch holds a `<latent>` id. ids, patch_ids int32 `[batch, length]`."""
-    rows = jnp.broadcast_to(jnp.arange(ids.shape[0])[:, None], ids.shape)
-    out = jnp.zeros((ids.shape[0], slots), bool)
-    # Bytes beyond the slot capacity have no patch position; mode="drop" ignores them.
-    return out.at[rows, patch_ids].max(ids == LATENT_ID, mode="drop")
+    # Bytes beyond the slot capacity have no patch position and are left out; not a scatter-max,
+    # which a GPU runs as a compare-and-swap loop (see `segment_max_sorted`).
+    return segment_max_sorted((ids == LATENT_ID).astype(jnp.float32), patch_ids, slots) > 0
 
 
 def feed_back(embedded: jax.Array, outputs: jax.Array, is_latent: jax.Array) -> jax.Array:
