@@ -1,5 +1,8 @@
-"""`segment_max_sorted`'s scan (what GPUs and TPUs run) equals `jax.ops.segment_max` (values and gradients), also with empty segments,
-ids outside the range and one segment that takes most of the row (the overflowing last patch)."""
+"""`segment_max_sorted`'s scan (what GPUs and TPUs run) equals `jax.ops.segment_max` (values and
+gradients), also with empty segments, ids outside the range and one segment that takes most of the
+row (the overflowing last patch)."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +47,6 @@ def test_long_last_segment_in_bf16():
 def test_gpu_code_path_of_a_bf16_train_step_has_no_contended_scatter(monkeypatch):
     """What the H200 trace blamed (bf16 scatter-adds and scatter-max, run as compare-and-swap loops):
     none is left in the train step that a GPU compiles (the segment scan, cuDNN aside)."""
-    import re
-
-    import numpy as np
     from train_helpers import tiny_config
 
     from hybrid_jax.model import segments

@@ -10,7 +10,7 @@ from flax import nnx
 
 from hybrid_jax.config import kv_heads
 from hybrid_jax.model.layers import RMSNorm, apply_rope, dense
-from hybrid_jax.model.segments import segment_max_sorted, take_along_axis_f32
+from hybrid_jax.model.segments import per_row, segment_max_sorted, take_along_axis_f32
 
 
 def causal_mask(q_pos: jax.Array, k_pos: jax.Array, window: int = 0) -> jax.Array:
@@ -163,10 +163,6 @@ def attend_own_keys(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.einsum("bngrj,bnjgd->bngrd", w, v).reshape(b, n, h * hd)
 
 
-def _per_row(fn, data, ids, num):
-    return jax.vmap(lambda d, i: fn(d, i, num_segments=num, indices_are_sorted=True))(data, ids)
-
-
 def attend_segments(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) -> jax.Array:
     """The queries of segment s attend to the keys whose segment id is s (patch queries over their bytes).
 
@@ -182,8 +178,8 @@ def attend_segments(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array) ->
     scores = jnp.einsum("bnjgrd,bngd->bnjgr", q_at, k, preferred_element_type=jnp.float32) * hd ** -0.5
     top = jax.lax.stop_gradient(segment_max_sorted(scores, seg, S))
     e = jnp.exp(scores - jnp.take_along_axis(top, seg[:, :, None, None, None], axis=1))
-    z = _per_row(jax.ops.segment_sum, e, seg, S)
-    num = _per_row(jax.ops.segment_sum, e[..., None] * v[:, :, None, :, None, :].astype(jnp.float32), seg, S)
+    z = per_row(jax.ops.segment_sum, e, seg, S)
+    num = per_row(jax.ops.segment_sum, e[..., None] * v[:, :, None, :, None, :].astype(jnp.float32), seg, S)
     uniform = v.astype(jnp.float32).mean(axis=1)[:, None, None, :, None, :]
     out = jnp.where(z[..., None] > 0, num / jnp.where(z > 0, z, 1.0)[..., None], uniform)
     return out.astype(v.dtype).reshape(b, S, j, h * hd)

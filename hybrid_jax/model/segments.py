@@ -6,6 +6,12 @@ import jax
 import jax.numpy as jnp
 
 
+def per_row(segment_op, data: jax.Array, seg: jax.Array, num_segments: int) -> jax.Array:
+    """`jax.ops.segment_*` (`segment_op`) on each row: data `[batch, n, ...]`, seg int32 `[batch, n]`
+    non-decreasing -> `[batch, num_segments, ...]`."""
+    return jax.vmap(lambda d, s: segment_op(d, s, num_segments=num_segments, indices_are_sorted=True))(data, seg)
+
+
 def default_method() -> str:
     """`segment_max_sorted`'s `auto`: the scatter on CPU, the scan on GPU and TPU."""
     return "scatter" if jax.default_backend() == "cpu" else "scan"
@@ -21,14 +27,14 @@ def segment_max_sorted(x: jax.Array, seg: jax.Array, num_segments: int, method: 
     read at the segment's last element. `scatter`: `jax.ops.segment_max`, an atomic scatter-max, which
     a GPU runs as a compare-and-swap loop: every byte of one long segment (the last patch takes all
     bytes past `max_patches`) retries on the same addresses (on an H200, two scatter kernels took 91 %
-    of a 1B-model train step; README, "Measured on one GPU"). On a CPU the scatter is a plain loop and the faster (toy train step
-    524 vs 624-684 ms with the scan), so `auto` picks it there and the scan elsewhere.
+    of a 1B-model train step; README, "Measured on one GPU"). On a CPU the scatter is a plain loop
+    and the faster (toy train step 524 vs 624-684 ms with the scan), so `auto` picks it there and the
+    scan elsewhere.
     """
     if method == "auto":
         method = default_method()
     if method == "scatter":
-        return jax.vmap(lambda xs, s: jax.ops.segment_max(xs, s, num_segments=num_segments,
-                                                          indices_are_sorted=True))(x, seg)
+        return per_row(jax.ops.segment_max, x, seg, num_segments)
     b, n = seg.shape
     new = jnp.concatenate([jnp.ones((b, 1), bool), seg[:, 1:] != seg[:, :-1]], axis=1)
 
