@@ -327,9 +327,11 @@ def main_generate(cfg, opts) -> dict:
 
 def main_train(cfg, opts) -> dict:
     from hybrid_jax.distributed import set_cpu_devices
+    from hybrid_jax.host_memory import keep_freed_memory
     from hybrid_jax.profiling import StepTracer, format_summary
 
     validate(cfg)
+    keep_freed_memory()
     if opts.compare_hf:  # torch shares the GPU: JAX would otherwise take 75 % of its memory up front
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     set_cpu_devices(cfg, opts.cpu_devices)

@@ -121,6 +121,14 @@ class Steps(NamedTuple):
     abstract: dict  # {"params", "opt_state"} -> ShapeDtypeStruct trees carrying their shardings
 
 
+def compiler_options(mesh: Mesh) -> dict:
+    """XLA options for the mesh's platform. On CPU, 512-bit vectors in XLA's own loops (it prefers 256
+    bits, also on AVX-512 machines): the toy train step measured 3-4 % faster, with the same values."""
+    if mesh.devices.flat[0].platform == "cpu":
+        return {"xla_cpu_prefer_vector_width": 512}
+    return {}
+
+
 def compile_steps(cfg, mesh: Mesh, loss: Callable | None = None, sums: Callable = eval_sums) -> Steps:
     """Train and eval steps under `jax.jit` with explicit in/out shardings (compiled on first call);
     `loss` and `sums` replace the default next-byte objectives (see `make_train_step`)."""
@@ -133,9 +141,11 @@ def compile_steps(cfg, mesh: Mesh, loss: Callable | None = None, sums: Callable 
     replicated = NamedSharding(mesh, P())
     state_sh = {"params": p_sh, "opt_state": o_sh, "step": replicated}
     b_sh = batch_sharding(mesh)
+    options = compiler_options(mesh)
     train = jax.jit(make_train_step(graphdef, template, tx, cfg, loss), in_shardings=(state_sh, b_sh),
-                    out_shardings=(state_sh, replicated), donate_argnums=0)
-    evaluate = jax.jit(make_eval_step(graphdef, template, sums), in_shardings=(p_sh, b_sh))
+                    out_shardings=(state_sh, replicated), donate_argnums=0, compiler_options=options)
+    evaluate = jax.jit(make_eval_step(graphdef, template, sums), in_shardings=(p_sh, b_sh),
+                       compiler_options=options)
     abstract = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                             {"params": params, "opt_state": opt_state}, {"params": p_sh, "opt_state": o_sh})
     return Steps(train, evaluate, tx, state_sh, b_sh, abstract)

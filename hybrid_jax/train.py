@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import flags
 from jax.sharding import NamedSharding
 
-from hybrid_jax import cli, distributed, profiling
+from hybrid_jax import cli, distributed, host_memory, profiling
 from hybrid_jax.checkpoint import (CheckpointError, manager, param_tree, restore_train_state, save_train_state,
                                    write_config)
 from hybrid_jax.config import ConfigError, validate
@@ -251,6 +251,7 @@ def evaluate(eval_fn, params, batches, b_sh) -> dict:
 
 def main(argv=None) -> int:
     cfg, workdir, coordinator, nproc, pid, cpu_devices = parse(argv if argv is not None else sys.argv)
+    host_memory.keep_freed_memory()
     distributed.set_cpu_devices(cfg, cpu_devices, coordinator)
     distributed.initialize(coordinator, nproc, pid)
     rows = train(cfg, workdir)
