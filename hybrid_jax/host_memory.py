@@ -21,7 +21,8 @@ ENV = "HYBRID_JAX_HOST_MALLOC"  # "default" leaves glibc's malloc as it is
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as above; True if it did. Call before JAX's backend starts (its threads pick
     their malloc arena on their first allocation). Does nothing off glibc, when `HYBRID_JAX_HOST_MALLOC`
-    is `default`, or when `JAX_PLATFORMS` names no CPU (an accelerator's host buffers are small)."""
+    is `default`, or when `JAX_PLATFORMS` names a platform other than `cpu` first (an accelerator's host
+    buffers are small)."""
     platforms = os.environ.get("JAX_PLATFORMS", "")
     if os.environ.get(ENV, "") == "default" or (platforms and platforms.split(",")[0] != "cpu"):
         return False
