@@ -23,6 +23,18 @@ def test_bench_train_prints_json_with_hf_ratio(capsys):
     assert j["step_time"] > 0 and j["bytes_per_sec"] == 8 * 32 / j["step_time"]
     assert j["compile_s"] > 0 and j["tflops"] > 0 and j["mfu"] is None  # no peak known for CPU
     assert h["bytes_per_sec"] > 0 and abs(result["ratio"] - j["bytes_per_sec"] / h["bytes_per_sec"]) < 1e-9
+    pairs = sorted(b / a for a, b in zip(j["step_times"], h["step_times"]))
+    pr = result["paired_ratio"]
+    lo, hi = pairs
+    assert pr["pairs"] == 2 and pr["q1"] <= pr["median"] <= pr["q3"]
+    for got, want in ((pr["q1"], lo + (hi - lo) / 4), (pr["median"], (lo + hi) / 2), (pr["q3"], lo + 3 * (hi - lo) / 4)):
+        assert abs(got - want) < 1e-12
+
+
+def test_paired_ratios_quartiles():
+    pr = bench.paired_ratios([1.0, 1.0, 2.0, 1.0, 0.5], [2.0, 1.0, 2.0, 3.0, 1.0])  # ratios 2, 1, 1, 3, 2
+    assert pr == {"median": 2.0, "q1": 1.0, "q3": 2.0, "pairs": 5}
+    assert bench.paired_ratios([2.0], [3.0]) == {"median": 1.5, "q1": 1.5, "q3": 1.5, "pairs": 1}
 
 
 def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
