@@ -144,18 +144,23 @@ def instructions(hlo: str) -> dict[str, dict]:
     """{instruction name: {source, backward, kind}} of every instruction in compiled HLO text.
 
     source: innermost line of this package that emitted it; backward: it belongs to a gradient
-    (`transpose(...)` in its JAX name); kind: matmul / collective / copy / other fusion or op."""
+    (`transpose(...)` in its JAX name); kind: matmul / attention (cuDNN's fused kernel) / collective / copy / other fusion or op."""
     frames = _frame_tables(hlo)
     bodies = {m.group(1): m.group(2) for m in re.finditer(r"^%?([\w.-]+) \(.*?\{\n(.*?)\n\}", hlo, re.M | re.S)}
     out = {}
     for m in re.finditer(r"^\s+(?:ROOT )?%?([\w.-]+) = .*$", hlo, re.M):
         name, text = m.group(1), m.group(0)
         called = re.search(r"calls=%?([\w.-]+)", text)
-        body = text + (bodies.get(called.group(1), "") if called else "")
+        # What the instruction does: its opcode, call target and config, and what it calls (not its
+        # operands or predecessors: a fusion that reads a gemm fusion's output is no matmul).
+        own = re.sub(r"\(%.*?\)|control-predecessors=\{.*?\}", "", text)
+        body = own + (bodies.get(called.group(1), "") if called else "")
         op_name = re.search(r'op_name="([^"]*)"', text)
         frame = re.search(r"stack_frame_id=(\d+)", text)
         if any(f" {c}(" in text or f" {c}-start(" in text for c in _COLLECTIVES):
             kind = "collective"
+        elif "__cudnn$fmha" in body:
+            kind = "attention"
         elif re.search(r" (dot|convolution)\(|__cublas|cudnn\$conv|gemm", body):
             kind = "matmul"
         elif name.startswith(("copy", "transpose")):
@@ -185,11 +190,33 @@ def source_table(times: dict[str, float], info: dict[str, dict], per: float = 1.
     return table.most_common()
 
 
+_LIBRARY_KERNELS = (("matmul", r"nvjet|gemm|cublas|cutlass|xmma"), ("attention", r"cudnn|sdpa|flash|fmha"),
+                    ("copy / transpose", r"memcpy|memset"))
+
+
+def by_instruction(times: dict[str, float], info: dict[str, dict]) -> dict[str, float]:
+    """`times` with GPU kernel names mapped to the HLO instructions they run (`info` from `instructions`):
+    XLA names a fusion's kernel after the instruction, `.` and `-` written `_` (`loop_add_fusion_7` is
+    `loop_add_fusion.7`). Library kernels (cuBLAS, cuDNN, copies) keep their own names."""
+    alias = {re.sub(r"[.-]", "_", name): name for name in info}
+    out = collections.Counter()
+    for op, t in times.items():
+        out[op if op in info else alias.get(op, op)] += t
+    return dict(out)
+
+
+def _kind(op: str, info: dict[str, dict]) -> str:
+    if op in info:
+        return info[op]["kind"]
+    return next((kind for kind, names in _LIBRARY_KERNELS if re.search(names, op, re.I)), "other")
+
+
 def kind_table(times: dict[str, float], info: dict[str, dict], per: float = 1.0) -> list[tuple[str, float]]:
-    """[(kind, seconds / per)] largest first (kinds as in `instructions`, which gives `info`)."""
+    """[(kind, seconds / per)] largest first (kinds as in `instructions`, which gives `info`; a library
+    kernel outside it by its name: cuBLAS matmul, cuDNN attention, memcpy)."""
     table = collections.Counter()
     for op, t in times.items():
-        table[info.get(op, {}).get("kind", "other")] += t / per
+        table[_kind(op, info)] += t / per
     return table.most_common()
 
 
@@ -202,6 +229,7 @@ def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> d
     if not times:
         raise ValueError(f"the trace {path} holds no XLA op of {module}")
     info = instructions(hlo)
+    times = by_instruction(times, info)
     ms = lambda table: [[name, 1e3 * t] for name, t in table]
     return {"trace": path, "devices": devices, "ms_per_step": 1e3 * sum(times.values()) / steps,
             "by_kind": ms(kind_table(times, info, steps)), "by_source": ms(source_table(times, info, steps)[:top])}
