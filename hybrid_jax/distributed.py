@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -39,12 +40,14 @@ def _cpu_collectives() -> None:
 
 def cpu_device_count(cfg, cores: int) -> int:
     """The most CPU devices, at most `cores`, that the config's mesh (with a -1 axis) and its batch sizes
-    divide evenly; 1 when none (or the mesh has no -1 axis)."""
+    divide evenly; 1 when none. A mesh without a -1 axis names its device count: that many, if there
+    are as many cores (else 1, and the mesh check says what is wrong)."""
     from hybrid_jax.config import ConfigError
     from hybrid_jax.sharding import AXES, mesh_shape
 
-    if -1 not in [int(cfg.mesh[a]) for a in AXES]:
-        return 1
+    sizes = [int(cfg.mesh[a]) for a in AXES]
+    if -1 not in sizes:
+        return math.prod(sizes) if math.prod(sizes) <= cores else 1
     micro = cfg.train.batch_size // cfg.train.grad_accum
     for n in range(cores, 1, -1):
         try:

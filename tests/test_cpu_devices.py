@@ -27,7 +27,9 @@ def config(batch=8, accum=1, eval_batch=8, eval_every=200, **mesh):
     (config(eval_batch=3, eval_every=0), 8, 8),             # ...unless there is no evaluation
     (config(batch=16, eval_batch=16, tensor=2), 8, 8),      # data 4 x tensor 2: the batch splits 4 ways
     (config(batch=7, eval_batch=7), 4, 1),
-    (config(data=2), 8, 1),                                 # no -1 axis: the user fixed the layout
+    (config(data=2), 8, 2),                                 # no -1 axis: the layout names its devices
+    (config(data=1, fsdp=2), 2, 2),
+    (config(data=4, fsdp=2), 4, 1),                         # more than the cores: the mesh check says so
 ])
 def test_cpu_device_count(cfg, cores, expected):
     assert cpu_device_count(cfg, cores) == expected
