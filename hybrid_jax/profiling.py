@@ -144,7 +144,8 @@ def instructions(hlo: str) -> dict[str, dict]:
     """{instruction name: {source, backward, kind}} of every instruction in compiled HLO text.
 
     source: innermost line of this package that emitted it; backward: it belongs to a gradient
-    (`transpose(...)` in its JAX name); kind: matmul / attention (cuDNN's fused kernel) / collective / copy / other fusion or op."""
+    (`transpose(...)` in its JAX name); kind: matmul / attention (cuDNN's fused kernel) / collective /
+    copy / other fusion or op."""
     frames = _frame_tables(hlo)
     bodies = {m.group(1): m.group(2) for m in re.finditer(r"^%?([\w.-]+) \(.*?\{\n(.*?)\n\}", hlo, re.M | re.S)}
     out = {}
