@@ -1,4 +1,4 @@
-"""`python -m hybrid_jax.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf] [--json]`
+"""`python -m hybrid_jax.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf [--hf_first]] [--json]`
 `python -m hybrid_jax.bench generate --config configs/toy.py [--new_bytes 256] [--contexts 256,1024,4096]
 [--compare_hf] [--json]`
 `python -m hybrid_jax.bench attention --config configs/toy.py [--compare_hf] [--json]`
@@ -19,13 +19,17 @@ Steady-state train-step speed: compile time, step time (median of `--steps` time
 `train.peak_tflops`). `--compare_hf` also times Hugging Face `BltForCausalLM` (torch, same config, same
 batch, AdamW, float32) in a child process, its steps alternating with ours so that both medians come
 from the same minutes, and prints the ratio, with the median and quartiles of the per-pair ratios (how
-much one run's ratio can be trusted on a machine whose speed drifts). The batch is random
+much one run's ratio can be trusted on a machine whose speed drifts). `--hf_first` instead runs all of
+HF's steps first, in a process that exits before JAX starts: for a model whose two copies do not fit
+one GPU together (the 1B config's alternating run at batch 4 failed to allocate on an 80 GB H100);
+no step pairs then. The batch is random
 bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
 one device per core). Needs torch + transformers only for `--compare_hf`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -58,6 +62,9 @@ def parse(argv):
         flags.DEFINE_string("ckpt", "", "generate: weights from this workdir / HF dir instead of random init",
                             flag_values=fv)
         flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
+        flags.DEFINE_boolean("hf_first", False, "train --compare_hf: run all of HF's steps first, in a process that "
+                             "exits before JAX starts (for a model that does not fit one GPU twice; no step pairs)",
+                             flag_values=fv)
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
         flags.DEFINE_string("profile", "", "train: also trace --steps JAX steps into this directory and print "
                             "where their time goes", flag_values=fv)
@@ -215,10 +222,11 @@ def _hf_worker(conn, cfg, batch: np.ndarray) -> None:
         conn.send(time.perf_counter() - t0)
 
 
-def interleaved(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> tuple[dict, dict]:
-    """(jax result, hf result), the two steps timed alternately, so both medians come from the same
-    minutes of a machine whose speed drifts. Torch runs in a child process: JAX's CPU thread pools in
-    the same process would slow it (measured up to 40 %)."""
+@contextlib.contextmanager
+def hf_child(cfg, batch: np.ndarray):
+    """Yields (info, first-step seconds, step) for HF's train step in a child process; `step()` runs one
+    step there and returns its seconds. The child exits when the block does. Torch runs apart: JAX's
+    CPU thread pools in the same process would slow it (measured up to 40 %)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -230,12 +238,29 @@ def interleaved(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> tu
         first = parent.recv()  # torch is built and has run once before the timed steps
         if isinstance(first, Exception):
             raise first
-        hf_info, hf_first = first
 
-        def hf_step():
+        def step():
             parent.send(True)
             return parent.recv()
-        step, info = jax_step
+        yield first[0], first[1], step
+    finally:
+        parent.close()  # also when JAX failed: the child sees EOF and exits instead of waiting
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _hf_result(cfg, batch: np.ndarray, info: dict, first: float, times: list[float]) -> dict:
+    dt = statistics.median(times)
+    return {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt, "first_step_s": first,
+            "step_times": times, **info}
+
+
+def interleaved(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> tuple[dict, dict]:
+    """(jax result, hf result), the two steps timed alternately, so both medians come from the same
+    minutes of a machine whose speed drifts."""
+    step, info = jax_step
+    with hf_child(cfg, batch) as (hf_info, hf_first, hf_step):
         step()
         jax_times, hf_times = [], []
         for i in range(warmup + steps):
@@ -245,15 +270,15 @@ def interleaved(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> tu
             if i >= warmup:
                 jax_times.append(time.perf_counter() - t0)
                 hf_times.append(hf_t)
-    finally:
-        parent.close()  # also when JAX failed: the child sees EOF and exits instead of waiting
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-    dt = statistics.median(hf_times)
-    hf = {"step_time": dt, "bytes_per_sec": batch.shape[0] * cfg.data.seq_len / dt, "first_step_s": hf_first,
-          "step_times": hf_times, **hf_info}
-    return jax_summary(cfg, batch, info, jax_times), hf
+    return jax_summary(cfg, batch, info, jax_times), _hf_result(cfg, batch, hf_info, hf_first, hf_times)
+
+
+def hf_alone(cfg, batch: np.ndarray, steps: int, warmup: int) -> dict:
+    """HF's result from `warmup` + `steps` steps in a child process that has exited when this returns
+    (`--hf_first`: before JAX starts, so one GPU holds one model at a time)."""
+    with hf_child(cfg, batch) as (info, first, step):
+        times = [step() for _ in range(warmup + steps)][warmup:]
+    return _hf_result(cfg, batch, info, first, times)
 
 
 def paired_ratios(jax_times: list[float], hf_times: list[float]) -> dict:
@@ -343,15 +368,22 @@ def main_train(cfg, opts) -> dict:
 
     validate(cfg)
     keep_freed_memory()
-    if opts.compare_hf:  # torch shares the GPU: JAX would otherwise take 75 % of its memory up front
+    if opts.hf_first and not opts.compare_hf:
+        raise ConfigError("--hf_first needs --compare_hf")
+    if opts.compare_hf and not opts.hf_first:  # torch shares the GPU: JAX would take 75 % of it up front
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     set_cpu_devices(cfg, opts.cpu_devices)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
                          "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
     tracer = StepTracer(opts.profile, 0, opts.steps) if opts.profile else None  # a bad directory fails now
+    if opts.hf_first:  # before anything starts JAX's backend, which on a GPU takes its memory
+        result["hf"] = hf_alone(cfg, batch, opts.steps, opts.warmup)
     jax_step = jax_train_step(cfg, batch)
-    if opts.compare_hf:
+    if opts.hf_first:
+        result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
+        result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
+    elif opts.compare_hf:
         result["jax"], result["hf"] = interleaved(cfg, batch, jax_step, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
         result["paired_ratio"] = paired_ratios(result["jax"]["step_times"], result["hf"]["step_times"])
@@ -369,9 +401,10 @@ def main_train(cfg, opts) -> dict:
             where = f"{h['threads']} threads" if h["torch_device"] == "cpu" else h["torch_device"]
             print(f"Hugging Face (torch {h['torch']}, {where}, {h['torch_dtype']}): {h['bytes_per_sec']:,.0f} bytes/s, "
                   f"step {h['step_time'] * 1e3:.1f} ms")
-            pr = result["paired_ratio"]
-            print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x (step pairs: median {pr['median']:.2f}x, "
-                  f"quartiles {pr['q1']:.2f}-{pr['q3']:.2f}x over {pr['pairs']} pairs)")
+            pr = result.get("paired_ratio")
+            pairs = (f" (step pairs: median {pr['median']:.2f}x, quartiles {pr['q1']:.2f}-{pr['q3']:.2f}x over "
+                     f"{pr['pairs']} pairs)" if pr else " (HF's steps first, then ours: no step pairs)")
+            print(f"ratio hybrid_jax / Hugging Face: {result['ratio']:.2f}x{pairs}")
         if "profile" in result:
             print("\n" + format_summary(result["profile"]))
     return result

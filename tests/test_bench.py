@@ -31,6 +31,19 @@ def test_bench_train_prints_json_with_hf_ratio(capsys):
         assert abs(got - want) < 1e-12
 
 
+def test_bench_train_hf_first_times_both_apart(capsys):
+    result = bench_json(capsys, "train", "--steps", "2", "--warmup", "1", "--hf_first")
+    j, h = result["jax"], result["hf"]
+    assert len(j["step_times"]) == len(h["step_times"]) == 2 and "paired_ratio" not in result
+    assert abs(result["ratio"] - j["bytes_per_sec"] / h["bytes_per_sec"]) < 1e-9
+
+
+def test_hf_first_needs_compare_hf(capsys):
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--hf_first"])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err == "error: --hf_first needs --compare_hf\n"
+
+
 def test_paired_ratios_quartiles():
     pr = bench.paired_ratios([1.0, 1.0, 2.0, 1.0, 0.5], [2.0, 1.0, 2.0, 3.0, 1.0])  # ratios 2, 1, 1, 3, 2
     assert pr == {"median": 2.0, "q1": 1.0, "q3": 2.0, "pairs": 5}
