@@ -379,7 +379,12 @@ def main_train(cfg, opts) -> dict:
     tracer = StepTracer(opts.profile, 0, opts.steps) if opts.profile else None  # a bad directory fails now
     if opts.hf_first:  # before anything starts JAX's backend, which on a GPU takes its memory
         result["hf"] = hf_alone(cfg, batch, opts.steps, opts.warmup)
+        print(f"bench: Hugging Face done, {result['hf']['step_time'] * 1e3:.1f} ms per step", file=sys.stderr,
+              flush=True)
     jax_step = jax_train_step(cfg, batch)
+    # Progress on stderr: a long run stopped by a timeout still says how far it got.
+    print(f"bench: compiled in {jax_step[1]['compile_s']:.1f} s; timing {opts.steps} steps after "
+          f"{opts.warmup} warm-up", file=sys.stderr, flush=True)
     if opts.hf_first:
         result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]

@@ -9,16 +9,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench_json(capsys, command, *args):
-    """The JSON object `bench COMMAND --config configs/tiny.py ARGS --compare_hf --json` prints."""
+    """The JSON object `bench COMMAND --config configs/tiny.py ARGS --compare_hf --json` prints (stdout
+    holds nothing else), and stderr."""
     rc = cli.run(bench.main, ["bench", command, "--config", os.path.join(ROOT, "configs", "tiny.py"), *args,
                               "--compare_hf", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    return json.loads(out)
+    return json.loads(out), err
 
 
 def test_bench_train_prints_json_with_hf_ratio(capsys):
-    result = bench_json(capsys, "train", "--steps", "2", "--warmup", "0")
+    result, err = bench_json(capsys, "train", "--steps", "2", "--warmup", "0")
+    assert "bench: compiled in" in err and "timing 2 steps after 0 warm-up" in err
     j, h = result["jax"], result["hf"]
     assert j["step_time"] > 0 and j["bytes_per_sec"] == 8 * 32 / j["step_time"]
     assert j["compile_s"] > 0 and j["tflops"] > 0 and j["mfu"] is None  # no peak known for CPU
@@ -32,7 +34,8 @@ def test_bench_train_prints_json_with_hf_ratio(capsys):
 
 
 def test_bench_train_hf_first_times_both_apart(capsys):
-    result = bench_json(capsys, "train", "--steps", "2", "--warmup", "1", "--hf_first")
+    result, err = bench_json(capsys, "train", "--steps", "2", "--warmup", "1", "--hf_first")
+    assert err.index("bench: Hugging Face done") < err.index("bench: compiled in")
     j, h = result["jax"], result["hf"]
     assert len(j["step_times"]) == len(h["step_times"]) == 2 and "paired_ratio" not in result
     assert abs(result["ratio"] - j["bytes_per_sec"] / h["bytes_per_sec"]) < 1e-9
@@ -80,7 +83,7 @@ def test_bench_bad_usage_is_one_line(capsys):
 
 
 def test_bench_generate_prints_json_with_hf_ratio(capsys):
-    result = bench_json(capsys, "generate", "--new_bytes", "8", "--contexts", "16,40")
+    result, _ = bench_json(capsys, "generate", "--new_bytes", "8", "--contexts", "16,40")
     rows = result["jax"]
     assert [r["context"] for r in rows] == [16, 40] and all(r["new_bytes"] == 8 for r in rows)
     assert all(r["bytes_per_sec"] > 0 and r["avg_patch_len"] >= 1 for r in rows)
@@ -89,7 +92,7 @@ def test_bench_generate_prints_json_with_hf_ratio(capsys):
 
 
 def test_bench_attention_times_every_stack(capsys):
-    result = bench_json(capsys, "attention")
+    result, _ = bench_json(capsys, "attention")
     assert set(result) == {"entropy_model", "local_encoder", "local_decoder", "global_transformer"}
     for row in result.values():
         assert set(row["ms"]) == {"hybrid_jax", "jax.nn.dot_product_attention", "torch sdpa"}
@@ -106,4 +109,6 @@ def test_bench_train_without_transformers_is_one_line(capsys, tmp_path, monkeypa
     rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                               "--steps", "1", "--compare_hf"])
     _, err = capsys.readouterr()
-    assert rc == 2 and err == "error: transformers is not installed (test)\n"
+    progress, error = err.splitlines()[:-1], err.splitlines()[-1]  # progress lines, then the error
+    assert rc == 2 and error == "error: transformers is not installed (test)"
+    assert all(line.startswith("bench: ") for line in progress) and "Traceback" not in err
