@@ -11,7 +11,7 @@ import ml_collections
 
 PATCHING_MODES = ("entropy", "static", "space")
 DTYPES = ("float32", "bfloat16")
-REMAT = ("none", "full", "dots_saveable")
+REMAT = ("none", "full", "dots_saveable", "elementwise")
 
 
 class ConfigError(ValueError):
@@ -23,7 +23,9 @@ def stack_config(d_model, layers, heads, kv_heads=0, d_ff=0, rope_theta=500000.0
     """One transformer stack. kv_heads 0 = heads (no GQA), d_ff 0 = int(8 d / 3), window 0 = full.
 
     remat: what each layer keeps for the backward pass: `none` (everything), `full` (only its input;
-    the rest is recomputed), `dots_saveable` (matmul outputs kept, elementwise work recomputed).
+    the rest is recomputed), `dots_saveable` (matmul outputs kept, everything else recomputed, attention
+    too), `elementwise` (only elementwise work recomputed: casts, norms, RoPE, SiLU; matmuls, attention
+    and reductions kept).
     """
     return ml_collections.ConfigDict(dict(
         d_model=d_model, layers=layers, heads=heads, kv_heads=kv_heads, d_ff=d_ff,

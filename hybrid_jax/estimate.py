@@ -7,7 +7,8 @@ mesh and batch. Memory: parameters, gradients and the two Adam moments are float
 token, with `d` the width, `f` the MLP width, `h` heads, `c` the attention context and `e` the compute
 dtype's bytes: without remat a layer keeps about `e·(6d + 3f + 2·h·c)` bytes per token (norm
 outputs, q/k/v/attention output, the three MLP activations, scores and softmax); with `full` remat only
-its input, `e·d`; with `dots_saveable` the matmul outputs, `e·(5d + 3f)`. `--compile` compiles the real
+its input, `e·d`; with `dots_saveable` the matmul outputs, `e·(5d + 3f)`; with `elementwise` those and
+the attention output, `e·(6d + 3f)`. `--compile` compiles the real
 train step on `--devices` devices and prints XLA's own `memory_analysis()` beside the estimate.
 """
 
@@ -76,7 +77,8 @@ def activation_bytes(model_cfg, tokens_per_device: int, seq_len: int, tensor: in
         ctx = min(s.window, slots if name == "global_transformer" else seq_len) if s.window else \
             (slots if name == "global_transformer" else seq_len)
         per_token = {"none": 6 * s.d_model + 3 * d_ff(s) + 2 * s.heads * ctx,
-                     "full": s.d_model, "dots_saveable": 5 * s.d_model + 3 * d_ff(s)}[s.remat]
+                     "full": s.d_model, "dots_saveable": 5 * s.d_model + 3 * d_ff(s),
+                     "elementwise": 6 * s.d_model + 3 * d_ff(s)}[s.remat]
         if s.remat != "full":
             per_token = per_token / tensor + s.d_model  # tensor parallelism splits heads and MLP
         out[name] = int(e * per_token * positions * s.layers)

@@ -88,7 +88,7 @@ def test_ids_outside_vocab_raise():
         model(jnp.asarray([1, 5]))
 
 
-@pytest.mark.parametrize("policy", ["full", "dots_saveable"])
+@pytest.mark.parametrize("policy", ["full", "dots_saveable", "elementwise"])
 def test_remat_keeps_loss_and_gradients(policy):
     import optax
 

@@ -11,9 +11,24 @@ from hybrid_jax.model.attention import SelfAttention
 from hybrid_jax.model.layers import RMSNorm, SwiGLU, rope_tables
 
 
+# Cheap to recompute in the backward pass (memory-bound, fused into the kernels that need them), and in a
+# scan the costly part to keep: each kept value is written to a stacked [layers, ...] buffer and copied
+# back out per layer (README, "Measured on one GPU").
+_ELEMENTWISE = {"convert_element_type", "mul", "add", "sub", "div", "neg", "exp", "logistic", "tanh", "rsqrt",
+                "sqrt", "integer_pow", "square", "max", "min", "select_n", "concatenate", "broadcast_in_dim",
+                "reshape", "squeeze", "expand_dims"}
+
+
+def _all_but_elementwise(prim, *_, **__) -> bool:
+    """Keep matmul outputs, attention (its custom VJP's residuals), reductions and gathers; recompute
+    casts, norms, RoPE and activations."""
+    return prim.name not in _ELEMENTWISE
+
+
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "elementwise": _all_but_elementwise,
 }
 
 
