@@ -13,6 +13,7 @@ from hybrid_jax.convert import from_hf, to_hf
 from hybrid_jax.convert.hf_weights import to_hf_arrays
 from hybrid_jax.model import BLT
 from model_helpers import tiny
+from test_flops import dot_flops
 
 TOL = 1e-5
 
@@ -91,23 +92,27 @@ def test_scanned_model_generates_the_same_bytes():
     assert gen.run(scanned, prompts, 12).ids == gen.run(plain, prompts, 12).ids
 
 
-def stacked_residual_bytes(model, ids) -> int:
-    """Bytes the forward scan over the global layers hands to the backward pass: its stacked outputs in
-    the gradient's jaxpr (each is written per layer and copied back out per layer)."""
+def layer_scans(model, ids):
+    """(forward, backward) scans over the 3 global layers in the jaxpr of the gradient."""
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss(p):
         logits, _, _ = nnx.merge(graphdef, p).train_forward(ids[:, :-1])
         return logits.mean()
-    total = 0
-    for eqn in jax.make_jaxpr(jax.grad(loss))(params).jaxpr.eqns:
-        if eqn.primitive.name == "scan" and eqn.params["length"] == 3:
-            outs = eqn.outvars[eqn.params["num_carry"]:]
-            total = max(total, sum(v.aval.size * v.aval.dtype.itemsize for v in outs))
-    return total
+    eqns = jax.make_jaxpr(jax.grad(loss))(params).jaxpr.eqns
+    forward, backward = [e for e in eqns if e.primitive.name == "scan" and e.params["length"] == 3]
+    return forward, backward
 
 
-def test_elementwise_remat_keeps_less_in_the_scan():
+def test_elementwise_remat_keeps_less_and_recomputes_no_matmul():
     ids = ids_batch()
-    kept = {remat: stacked_residual_bytes(pair(remat)[1], ids) for remat in ("none", "elementwise", "full")}
+    kept, backward_dots = {}, {}
+    for remat in ("none", "elementwise", "dots_saveable", "full"):
+        forward, backward = layer_scans(pair(remat)[1], ids)
+        # What the forward hands to the backward: its stacked outputs, written and read back per layer.
+        kept[remat] = sum(v.aval.size * v.aval.dtype.itemsize for v in forward.outvars[forward.params["num_carry"]:])
+        backward_dots[remat] = dot_flops(backward.params["jaxpr"].jaxpr)
     assert kept["full"] < kept["elementwise"] < 0.75 * kept["none"]
+    # No matmul and no attention is recomputed (dots_saveable recomputes the attention, full everything).
+    assert backward_dots["elementwise"] == backward_dots["none"]
+    assert backward_dots["dots_saveable"]["batched"] > backward_dots["none"]["batched"]
