@@ -385,15 +385,13 @@ def main_train(cfg, opts) -> dict:
     # Progress on stderr: a long run stopped by a timeout still says how far it got.
     print(f"bench: compiled in {jax_step[1]['compile_s']:.1f} s; timing {opts.steps} steps after "
           f"{opts.warmup} warm-up", file=sys.stderr, flush=True)
-    if opts.hf_first:
-        result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
-        result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
-    elif opts.compare_hf:
+    if opts.compare_hf and not opts.hf_first:
         result["jax"], result["hf"] = interleaved(cfg, batch, jax_step, opts.steps, opts.warmup)
-        result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
         result["paired_ratio"] = paired_ratios(result["jax"]["step_times"], result["hf"]["step_times"])
     else:
         result["jax"] = bench_jax(cfg, batch, jax_step, opts.steps, opts.warmup)
+    if "hf" in result:
+        result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     if tracer:
         result["profile"] = profile_jax(jax_step, tracer)
     if not opts.json:

@@ -47,7 +47,8 @@ def cpu_device_count(cfg, cores: int) -> int:
 
     sizes = [int(cfg.mesh[a]) for a in AXES]
     if -1 not in sizes:
-        return math.prod(sizes) if math.prod(sizes) <= cores else 1
+        named = math.prod(sizes)
+        return named if named <= cores else 1
     micro = cfg.train.batch_size // cfg.train.grad_accum
     for n in range(cores, 1, -1):
         try:

@@ -34,12 +34,18 @@ def ids_batch(batch=2, length=24):
     return jnp.asarray(ids, jnp.int32)
 
 
-def loss_and_grads(model, ids):
+def next_byte_loss(model, ids):
+    """(loss of the params, the params): next-byte cross-entropy of `model` on `ids`."""
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss(p):
         logits, _, _ = nnx.merge(graphdef, p).train_forward(ids[:, :-1])
         return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+    return loss, params
+
+
+def loss_and_grads(model, ids):
+    loss, params = next_byte_loss(model, ids)
     return jax.value_and_grad(loss)(params), str(jax.make_jaxpr(loss)(params))
 
 
@@ -94,11 +100,7 @@ def test_scanned_model_generates_the_same_bytes():
 
 def layer_scans(model, ids):
     """(forward, backward) scans over the 3 global layers in the jaxpr of the gradient."""
-    graphdef, params = nnx.split(model, nnx.Param)
-
-    def loss(p):
-        logits, _, _ = nnx.merge(graphdef, p).train_forward(ids[:, :-1])
-        return logits.mean()
+    loss, params = next_byte_loss(model, ids)
     eqns = jax.make_jaxpr(jax.grad(loss))(params).jaxpr.eqns
     forward, backward = [e for e in eqns if e.primitive.name == "scan" and e.params["length"] == 3]
     return forward, backward
