@@ -18,7 +18,8 @@ HLO = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
 ENTRY %main (a: f32[4]) -> f32[4] {
   %a = f32[4]{0} parameter(0)
   %gemm_fusion_dot.2 = f32[4]{0} fusion(%a), kind=kCustom, calls=%fused_dot
-  ROOT %loop_add_fusion.7 = f32[4]{0} fusion(%gemm_fusion_dot.2), kind=kLoop, calls=%fused_add, control-predecessors={%gemm_fusion_dot.2}
+  %loop_add_fusion.7 = f32[4]{0} fusion(%gemm_fusion_dot.2), kind=kLoop, calls=%fused_add, control-predecessors={%gemm_fusion_dot.2}
+  ROOT %dot.3 = f32[4]{0} dot(%loop_add_fusion.7, %a), lhs_contracting_dims={}, rhs_contracting_dims={}
 }
 """
 
@@ -27,6 +28,7 @@ def test_gpu_kernels_map_to_instructions_and_kinds():
     info = profiling.instructions(HLO)
     assert info["gemm_fusion_dot.2"]["kind"] == "matmul"
     assert info["loop_add_fusion.7"]["kind"] == "other"  # reads a matmul's output, is none itself
+    assert info["dot.3"]["kind"] == "matmul"  # an unfused dot (XLA:CPU's Eigen kernel-gradient dots)
     times = {"loop_add_fusion_7": 1.0, "gemm_fusion_dot_2": 2.0, "nvjet_sm90_tst_128x128_64x6": 4.0,
              "cudnn_generated_fort_native_sdpa_sm90_flash_fprop": 8.0, "memcpy128": 16.0, "other_kernel": 32.0}
     named = profiling.by_instruction(times, info)
