@@ -41,7 +41,9 @@ def parse_config_flags(argv, define=None):
     try:
         fv(argv)
     except flags.Error as e:
-        raise ConfigError(str(e).strip().splitlines()[0]) from None
+        raise ConfigError(_one_line(str(e))) from None
+    except Exception as e:  # noqa: BLE001 (the config file's get_config() raised)
+        raise ConfigError(f"--config: get_config() raised {type(e).__name__}: {e}") from None
     except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
         key = str(e).strip("\"' ").split("'")[0]
         paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
@@ -49,7 +51,19 @@ def parse_config_flags(argv, define=None):
         raise ConfigError(f"unknown config key {bad!r}") from None
     if fv.config is None:
         raise ConfigError("--config is required (e.g. --config configs/toy.py)")
+    try:  # a file that failed to load is a placeholder object that raises on first use
+        fv.config.keys()
+    except Exception as e:  # noqa: BLE001 (whatever the config file raised)
+        raise ConfigError(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}") from None
     return fv
+
+
+def _one_line(message: str) -> str:
+    """The first line of a flag error, with its innermost cause when the rest is a traceback or a list
+    of attempted paths (e.g. `... config file: TypeError: get_config() takes 0 positional arguments`)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first, last = lines[0], lines[-1]
+    return first if len(lines) == 1 else f"{first.rstrip(':')}: {last}"
 
 
 class ArgumentParser(argparse.ArgumentParser):

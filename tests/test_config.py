@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from hybrid_jax.cli import parse_config_flags
 from hybrid_jax.config import ConfigError, model_config, model_from_dict, validate_model
 from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
 
@@ -69,3 +70,16 @@ def test_export_refuses_what_hf_cannot_express():
     cfg.local_decoder.window = 7
     with pytest.raises(ConfigError, match="one local window"):
         hf_config_from_model(cfg)
+
+
+@pytest.mark.parametrize("path,msg", [
+    ("configs/no_such_config.py", r"^cannot load --config: \[Errno 2\] No such file or directory"),
+    ("{root}/configs/toy.py:extra_arg", "get_config\\(\\) takes 0 positional arguments"),
+    ("{raising}", r"^--config: get_config\(\) raised RuntimeError: broken config$"),
+])
+def test_config_file_errors_are_one_line(tmp_path, path, msg):
+    raising = tmp_path / "raising.py"
+    raising.write_text("def get_config():\n    raise RuntimeError('broken config')\n")
+    with pytest.raises(ConfigError, match=msg) as err:
+        parse_config_flags(["prog", "--config", path.format(raising=raising, root=ROOT)])
+    assert "\n" not in str(err.value)
