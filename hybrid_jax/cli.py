@@ -42,13 +42,13 @@ def parse_config_flags(argv, define=None):
         fv(argv)
     except flags.Error as e:
         raise ConfigError(_one_line(str(e))) from None
-    except Exception as e:  # noqa: BLE001 (the config file's get_config() raised)
-        raise ConfigError(f"--config: get_config() raised {type(e).__name__}: {e}") from None
     except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
         key = str(e).strip("\"' ").split("'")[0]
         paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
         bad = next((p for p in paths if key in p.split(".")), key)
         raise ConfigError(f"unknown config key {bad!r}") from None
+    except Exception as e:  # noqa: BLE001 (the config file's get_config() raised)
+        raise ConfigError(f"--config: get_config() raised {type(e).__name__}: {e}") from None
     if fv.config is None:
         raise ConfigError("--config is required (e.g. --config configs/toy.py)")
     try:  # a file that failed to load is a placeholder object that raises on first use
