@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import jax
@@ -43,11 +42,10 @@ def cpu_device_count(cfg, cores: int) -> int:
     divide evenly; 1 when none. A mesh without a -1 axis names its device count: that many, if there
     are as many cores (else 1, and the mesh check says what is wrong)."""
     from hybrid_jax.config import ConfigError
-    from hybrid_jax.sharding import AXES, mesh_shape
+    from hybrid_jax.sharding import mesh_shape, named_devices
 
-    sizes = [int(cfg.mesh[a]) for a in AXES]
-    if -1 not in sizes:
-        named = math.prod(sizes)
+    named = named_devices(cfg.mesh)
+    if named is not None:
         return named if named <= cores else 1
     micro = cfg.train.batch_size // cfg.train.grad_accum
     for n in range(cores, 1, -1):

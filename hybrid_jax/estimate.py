@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 
@@ -26,7 +27,7 @@ from hybrid_jax import cli
 from hybrid_jax.config import d_ff, validate
 from hybrid_jax.flops import flops_per_sequence
 from hybrid_jax.model.patching import num_slots
-from hybrid_jax.sharding import AXES, mesh_shape, path_names, spec_for
+from hybrid_jax.sharding import AXES, mesh_shape, named_devices, path_names, spec_for
 
 STACKS = ("entropy_model", "local_encoder", "global_transformer", "local_decoder")
 GIB = 2 ** 30
@@ -119,19 +120,37 @@ def compiled_memory(cfg) -> dict:
     return {**{f: int(getattr(mem, f)) for f in fields}, "compile_s": compile_s}
 
 
+def host_devices_to_compile_for(n: int) -> None:
+    """On the CPU backend, give XLA `n` host devices before it starts, so `--compile` can compile the step
+    for a mesh this machine lacks (compiled, never run). Left alone when another platform is asked for,
+    the device count is set already (XLA_FLAGS), or the backend is running."""
+    platform = os.environ.get("JAX_PLATFORMS", "cpu").split(",")[0]
+    if platform not in ("cpu", "") or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # the backend has started: the device check in `main` says what is wrong
+        pass
+
+
 def main(argv=None) -> int:
     def define(fv):
-        flags.DEFINE_integer("devices", 0, "devices to plan for (0: the devices JAX sees)", flag_values=fv)
+        flags.DEFINE_integer("devices", 0, "devices to plan for (0: the count the mesh names, e.g. "
+                             "--config.mesh.fsdp=8, else the devices JAX sees)", flag_values=fv)
         flags.DEFINE_boolean("compile", False, "also compile the train step and print XLA's memory analysis",
                              flag_values=fv)
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
     fv = cli.parse_config_flags(sys.argv if argv is None else argv, define)
     cfg = fv.config
-    n = fv.devices or jax.device_count()
+    n = fv.devices or named_devices(cfg.mesh)
+    if fv.compile and n:
+        host_devices_to_compile_for(n)
+    n = n or jax.device_count()
     result = estimate(cfg, n)
     if fv.compile:
         if n != jax.device_count():
-            raise ValueError(f"--compile needs --devices equal to the {jax.device_count()} devices JAX sees")
+            raise ValueError(f"--compile compiles for the {jax.device_count()} devices JAX sees, but this plan "
+                             f"is for {n} (the mesh or --devices)")
         result["compiled"] = compiled_memory(cfg)
     print(json.dumps(result) if fv.json else report(result))
     return 0

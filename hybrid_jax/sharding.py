@@ -43,6 +43,12 @@ def mesh_shape(mesh_cfg, n_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def named_devices(mesh_cfg) -> int | None:
+    """The device count a mesh without a -1 axis names (data x fsdp x tensor); None if one axis is -1."""
+    sizes = [int(mesh_cfg[a]) for a in AXES]
+    return None if -1 in sizes else math.prod(sizes)
+
+
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
     devices = jax.devices() if devices is None else devices
     shape = mesh_shape(mesh_cfg, len(devices))

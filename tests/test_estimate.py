@@ -4,6 +4,8 @@ what XLA allocates for the compiled step's arguments."""
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -74,3 +76,20 @@ def test_devices_that_do_not_fit_the_mesh_are_an_error(capsys):
     rc = cli.run(estimate.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                                  "--config.mesh.data=3", "--devices", "8"])
     assert rc == 2 and "3 devices, but 8 are available" in capsys.readouterr().err
+
+
+def test_compile_for_a_mesh_this_machine_lacks():
+    """Without fake devices, `--compile` compiles for the device count the mesh names (here 4 host
+    devices, whatever the cores), and XLA's argument bytes still match the sharded state."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-m", "hybrid_jax.estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                          "--config.mesh.data=1", "--config.mesh.fsdp=4", "--compile", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+    mem = r["memory_per_device_bytes"]
+    state = mem["params"] + mem["adam_moments"]
+    batch = 8 // 4 * 33 * 4  # int32 rows of this device
+    assert abs(r["compiled"]["argument_size_in_bytes"] - state - batch) <= 0.01 * state
