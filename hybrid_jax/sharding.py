@@ -51,7 +51,13 @@ def named_devices(mesh_cfg) -> int | None:
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
     devices = jax.devices() if devices is None else devices
-    shape = mesh_shape(mesh_cfg, len(devices))
+    try:
+        shape = mesh_shape(mesh_cfg, len(devices))
+    except ConfigError as e:
+        named = named_devices(mesh_cfg)
+        if named and devices[0].platform == "cpu" and jax.process_count() == 1:
+            raise ConfigError(f"{e} (on CPU, --cpu_devices {named} gives that many host devices)") from None
+        raise
     return Mesh(np.asarray(devices).reshape(shape), AXES)
 
 

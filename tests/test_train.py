@@ -172,7 +172,7 @@ def assert_one_line_error(rc, err, fragment):
 
 
 @pytest.mark.parametrize("overrides,fragment", [
-    (["--config.mesh.data=3"], "3 devices, but 8 are available"),
+    (["--config.mesh.data=3"], "3 devices, but 8 are available (on CPU, --cpu_devices 3 gives"),
     (["--config.mesh.data=-1", "--config.mesh.fsdp=-1"], "at most one -1"),
     (["--config.train.no_such_key=1"], "unknown config key"),
     (["--config.train.steps=many"], "invalid literal"),
