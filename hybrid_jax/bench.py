@@ -24,7 +24,7 @@ HF's steps first, in a process that exits before JAX starts: for a model whose t
 one GPU together (the 1B config's alternating run at batch 4 failed to allocate on an 80 GB H100);
 no step pairs then. The batch is random
 bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
-one device per core). Needs torch + transformers only for `--compare_hf`.
+one device on all cores, unless the mesh names a count). Needs torch + transformers only for `--compare_hf`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def parse(argv):
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
         flags.DEFINE_string("profile", "", "train: also trace --steps JAX steps into this directory and print "
                             "where their time goes", flag_values=fv)
-        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one per core) or a count",
+        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one, or the count the mesh names) or a count",
                             flag_values=fv)
     fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
     if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:

@@ -38,31 +38,21 @@ def _cpu_collectives() -> None:
 
 
 def cpu_device_count(cfg, cores: int) -> int:
-    """The most CPU devices, at most `cores`, that the config's mesh (with a -1 axis) and its batch sizes
-    divide evenly; 1 when none. A mesh without a -1 axis names its device count: that many, if there
-    are as many cores (else 1, and the mesh check says what is wrong)."""
-    from hybrid_jax.config import ConfigError
-    from hybrid_jax.sharding import mesh_shape, named_devices
+    """Devices for `--cpu_devices auto`: a mesh without a -1 axis names its count, which it gets if there
+    are as many cores (else 1, and the mesh check says what is wrong); any other mesh gets one device,
+    whose ops XLA spreads over all cores. One device per core repeats the optimizer on every device
+    and adds a gradient all-reduce: on the 2-core CPU, one device trained the toy config at 5,718
+    bytes/s against 4,874 with two, and an in-process A/B took 0.90 of the two-device step time."""
+    from hybrid_jax.sharding import named_devices
 
     named = named_devices(cfg.mesh)
-    if named is not None:
-        return named if named <= cores else 1
-    micro = cfg.train.batch_size // cfg.train.grad_accum
-    for n in range(cores, 1, -1):
-        try:
-            data, fsdp, _ = mesh_shape(cfg.mesh, n)
-        except ConfigError:
-            continue
-        if micro % (data * fsdp) == 0 and (not cfg.eval.every or cfg.eval.batch_size % (data * fsdp) == 0):
-            return n
-    return 1
+    return named if named is not None and named <= cores else 1
 
 
 def set_cpu_devices(cfg, requested: str = "auto", coordinator: str = "") -> int:
     """Give JAX's CPU backend `requested` devices before it starts; returns the count set (0: left alone).
 
-    `auto`: one device per core (data parallel across cores; on a 2-core CPU this trained the toy
-    config ~25 % faster than one device whose ops XLA splits across both cores), unless the device
+    `auto`: what `cpu_device_count` picks (one device, unless the mesh names a count), unless the device
     count is already chosen (XLA_FLAGS, `jax_num_cpu_devices`), another platform is asked for, the run
     spans processes, or the backend is already running. An integer sets exactly that many.
     """

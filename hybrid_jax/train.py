@@ -38,8 +38,8 @@ def parse(argv):
         flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
         flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.", flag_values=fv)
         flags.DEFINE_integer("process_id", 0, "This process's index.", flag_values=fv)
-        flags.DEFINE_string("cpu_devices", "auto", "CPU backend devices: auto (one per core, single-process "
-                            "runs) or a count.", flag_values=fv)
+        flags.DEFINE_string("cpu_devices", "auto", "CPU backend devices: auto (one, or the count a mesh "
+                            "without -1 names) or a count.", flag_values=fv)
     fv = cli.parse_config_flags(argv, define)
     if not fv.workdir:
         raise ConfigError("--workdir is required")

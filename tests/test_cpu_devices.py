@@ -1,4 +1,5 @@
-"""One CPU device per core: how many devices `auto` picks, and that the count reaches a fresh JAX."""
+"""How many CPU devices `auto` picks (one, unless the mesh names a count), and that the count reaches a
+fresh JAX."""
 
 import os
 import subprocess
@@ -10,23 +11,15 @@ from hybrid_jax.config import ConfigError, default_config
 from hybrid_jax.distributed import cpu_device_count, set_cpu_devices
 
 
-def config(batch=8, accum=1, eval_batch=8, eval_every=200, **mesh):
+def config(**mesh):
     cfg = default_config()
-    cfg.train.update(batch_size=batch, grad_accum=accum)
-    cfg.eval.update(batch_size=eval_batch, every=eval_every)
     cfg.mesh.update(mesh)
     return cfg
 
 
 @pytest.mark.parametrize("cfg,cores,expected", [
-    (config(), 8, 8),
-    (config(), 2, 2),
-    (config(batch=6, eval_batch=6), 8, 6),                  # the most devices that divide the batch
-    (config(batch=12, accum=2, eval_batch=12), 8, 6),       # micro-batches of 6
-    (config(eval_batch=4), 8, 4),                           # the eval batch must divide too...
-    (config(eval_batch=3, eval_every=0), 8, 8),             # ...unless there is no evaluation
-    (config(batch=16, eval_batch=16, tensor=2), 8, 8),      # data 4 x tensor 2: the batch splits 4 ways
-    (config(batch=7, eval_batch=7), 4, 1),
+    (config(), 8, 1),                                       # a -1 axis: one device on all cores
+    (config(tensor=2), 8, 1),
     (config(data=2), 8, 2),                                 # no -1 axis: the layout names its devices
     (config(data=1, fsdp=2), 2, 2),
     (config(data=4, fsdp=2), 4, 1),                         # more than the cores: the mesh check says so
