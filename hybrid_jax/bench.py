@@ -68,8 +68,8 @@ def parse(argv):
         flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
         flags.DEFINE_string("profile", "", "train: also trace --steps JAX steps into this directory and print "
                             "where their time goes", flag_values=fv)
-        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one, or the count the mesh names) or a count",
-                            flag_values=fv)
+        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one, or the count the "
+                            "mesh names) or a count", flag_values=fv)
     fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
     if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:
         raise ConfigError("--steps, --new_bytes and --batch must be >= 1 and --warmup >= 0")

@@ -156,7 +156,8 @@ def instructions(hlo: str) -> dict[str, dict]:
         # operands or predecessors: a fusion that reads a gemm fusion's output is no matmul).
         own = re.sub(r"\(%.*?\)|control-predecessors=\{.*?\}", "", text)
         opcode = re.search(r"([\w-]+)\(", text.split(" = ", 1)[1])  # the shape before it has no "word("
-        body = own + (f" {opcode.group(1)}(" if opcode else "") + (bodies.get(called.group(1), "") if called else "")
+        body = (own + (f" {opcode.group(1)}(" if opcode else "")
+                + (bodies.get(called.group(1), "") if called else ""))
         op_name = re.search(r'op_name="([^"]*)"', text)
         frame = re.search(r"stack_frame_id=(\d+)", text)
         if any(f" {c}(" in text or f" {c}-start(" in text for c in _COLLECTIVES):

@@ -83,7 +83,8 @@ def test_compile_for_a_mesh_this_machine_lacks():
     devices, whatever the cores), and XLA's argument bytes still match the sharded state."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, "-m", "hybrid_jax.estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    out = subprocess.run([sys.executable, "-m", "hybrid_jax.estimate",
+                          "--config", os.path.join(ROOT, "configs", "tiny.py"),
                           "--config.mesh.data=1", "--config.mesh.fsdp=4", "--compile", "--json"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
