@@ -58,23 +58,31 @@ def set_cpu_devices(cfg, requested: str = "auto", coordinator: str = "") -> int:
     """
     from hybrid_jax.config import ConfigError
 
-    if requested != "auto":
-        n = int(requested) if requested.strip().isdigit() else 0
-        if n < 1:
-            raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}")
-    else:
-        chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-                  or jax.config.jax_num_cpu_devices != -1)
-        platforms = os.environ.get("JAX_PLATFORMS", "cpu")
-        if chosen or not platforms.startswith("cpu") or coordinator or _cluster_launched():
+    if requested == "auto":
+        if coordinator:
             return 0
         n = cpu_device_count(cfg, len(os.sched_getaffinity(0)))
-        if n == 1:
-            return 0
+        return n if n > 1 and offer_cpu_devices(n) else 0
+    n = int(requested) if requested.strip().isdigit() else 0
+    if n < 1:
+        raise ConfigError(f"--cpu_devices must be 'auto' or a positive integer, got {requested!r}")
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:
-        if requested == "auto":
-            return 0
         raise ConfigError(f"--cpu_devices={n}: JAX's backend has already started") from None
     return n
+
+
+def offer_cpu_devices(n: int) -> bool:
+    """Give JAX's CPU backend `n` devices unless its count is already chosen (XLA_FLAGS,
+    `jax_num_cpu_devices`), another platform is asked for, a multi-process launcher started us, or the
+    backend is running; True if it did."""
+    chosen = ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+              or jax.config.jax_num_cpu_devices != -1)
+    if chosen or not os.environ.get("JAX_PLATFORMS", "cpu").startswith("cpu") or _cluster_launched():
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        return False
+    return True

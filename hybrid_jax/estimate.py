@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 
@@ -25,6 +24,7 @@ from absl import flags
 
 from hybrid_jax import cli
 from hybrid_jax.config import d_ff, validate
+from hybrid_jax.distributed import offer_cpu_devices
 from hybrid_jax.flops import flops_per_sequence
 from hybrid_jax.model.patching import num_slots
 from hybrid_jax.sharding import AXES, mesh_shape, named_devices, path_names, spec_for
@@ -120,19 +120,6 @@ def compiled_memory(cfg) -> dict:
     return {**{f: int(getattr(mem, f)) for f in fields}, "compile_s": compile_s}
 
 
-def host_devices_to_compile_for(n: int) -> None:
-    """On the CPU backend, give XLA `n` host devices before it starts, so `--compile` can compile the step
-    for a mesh this machine lacks (compiled, never run). Left alone when another platform is asked for,
-    the device count is set already (XLA_FLAGS), or the backend is running."""
-    platform = os.environ.get("JAX_PLATFORMS", "cpu").split(",")[0]
-    if platform not in ("cpu", "") or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # the backend has started: the device check in `main` says what is wrong
-        pass
-
-
 def main(argv=None) -> int:
     def define(fv):
         flags.DEFINE_integer("devices", 0, "devices to plan for (0: the count the mesh names, e.g. "
@@ -143,8 +130,8 @@ def main(argv=None) -> int:
     fv = cli.parse_config_flags(sys.argv if argv is None else argv, define)
     cfg = fv.config
     n = fv.devices or named_devices(cfg.mesh)
-    if fv.compile and n:
-        host_devices_to_compile_for(n)
+    if fv.compile and n:  # on CPU, compile for a mesh this machine lacks (compiled, never run)
+        offer_cpu_devices(n)  # if it cannot, the device check below says what is wrong
     n = n or jax.device_count()
     result = estimate(cfg, n)
     if fv.compile:
