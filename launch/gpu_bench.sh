@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The README's one-GPU measurements in one go. Each `bench train` run gets its own timeout; its JSON
+# goes to OUT/NAME.json and its log to OUT/NAME.log. A run that fails or times out is reported and the
+# next one starts. A table of all runs is printed at the end.
+#   launch/gpu_bench.sh                                  # every run, in the order below, into runs/gpu_bench
+#   RUNS="1b 1b_hf" launch/gpu_bench.sh /tmp/bench      # some of them
+# PY picks the python (default .venv/bin/python); it needs requirements.txt with jax[cuda], and torch +
+# transformers for the runs that compare with Hugging Face. RUN_TIMEOUT bounds each run (s, default 240):
+# the 1B runs take ~35 s to compile and ~1 min in all on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/gpu_bench}
+PY=${PY:-.venv/bin/python}
+RUN_TIMEOUT=${RUN_TIMEOUT:-240}
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
+
+one_b="--config configs/model_1b.py --config.train.batch_size=8 --steps 8 --warmup 2"
+global=--config.model.global_transformer
+declare -A args=(
+  [1b]="$one_b"
+  [1b_elementwise]="$one_b $global.remat=elementwise"
+  [1b_dots]="$one_b $global.remat=dots_saveable"
+  [1b_unscanned]="$one_b $global.scan_layers=False"
+  [1b_slice_fusion]="$one_b"
+  [1b_hf]="--config configs/model_1b.py --config.train.batch_size=4 --steps 5 --warmup 2 --compare_hf --hf_first"
+  [toy]="--config configs/toy.py --config.model.dtype=bfloat16 --compare_hf --steps 20 --warmup 3"
+)
+declare -A xla_flags=([1b_slice_fusion]="--xla_gpu_enable_dynamic_slice_fusion=true")
+order="1b 1b_elementwise 1b_slice_fusion 1b_unscanned 1b_dots 1b_hf toy"
+runs=${RUNS:-$order}
+for name in $runs; do
+  if [ -z "${args[$name]+x}" ]; then
+    echo "gpu_bench: unknown run '$name'; choose from: $order" >&2
+    exit 2
+  fi
+done
+
+mkdir -p "$out" || exit 2
+failed=0
+for name in $runs; do
+  echo "gpu_bench: $name: bench train ${args[$name]}" >&2
+  # shellcheck disable=SC2086  # the arguments are meant to split
+  XLA_FLAGS="${XLA_FLAGS:-} ${xla_flags[$name]:-}" timeout "$RUN_TIMEOUT" \
+    "$PY" -m hybrid_jax.bench train ${args[$name]} --json >"$out/$name.json" 2>"$out/$name.log"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    failed=1
+    why="exit $rc"
+    [ $rc -eq 124 ] && why="timed out after $RUN_TIMEOUT s"
+    echo "gpu_bench: $name: $why; last line of $out/$name.log: $(tail -n 1 "$out/$name.log")" >&2
+  fi
+done
+"$PY" -m hybrid_jax.bench_table "$out" $runs
+exit $failed

@@ -1,0 +1,71 @@
+"""`launch/gpu_bench.sh` and `hybrid_jax.bench_table`: the runs' plumbing, with a stand-in for the GPU
+bench (each run's arguments, environment, timeout and failure), and the table's rows."""
+
+import json
+import os
+import subprocess
+import sys
+
+from hybrid_jax import bench_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "launch", "gpu_bench.sh")
+
+RESULT = {"config": {"batch_size": 8, "seq_len": 4096, "dtype": "bfloat16", "patching": "entropy"},
+          "jax": {"step_time": 0.2021, "bytes_per_sec": 162099.0, "tflops": 297.4, "mfu": 0.3007,
+                  "compile_s": 34.5, "peak_memory_bytes_per_device": 43918725120, "device": "NVIDIA H100 80GB HBM3",
+                  "devices": 1, "step_times": [0.2021]},
+          "hf": {"step_time": 1.5}, "ratio": 3.71}
+
+# Stands in for python: `-m hybrid_jax.bench train ARGS` prints RESULT, except that the unscanned run
+# hangs and the dots_saveable run fails; `-m hybrid_jax.bench_table` is the real one.
+FAKE_PYTHON = f"""#!/usr/bin/env bash
+if [ "$2" = hybrid_jax.bench_table ]; then exec {sys.executable} "$@"; fi
+echo "args: $* XLA_FLAGS: $XLA_FLAGS" >&2
+case "$*" in
+  *scan_layers=False*) sleep 30 ;;
+  *remat=dots_saveable*) echo "error: out of memory" >&2; exit 1 ;;
+esac
+echo '{json.dumps(RESULT)}'
+"""
+
+
+def run_script(tmp_path, runs, timeout="3"):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = dict(os.environ, PY=str(fake), RUNS=runs, RUN_TIMEOUT=timeout, PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(["bash", SCRIPT, str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_row_has_the_readme_columns():
+    assert bench_table.row("1b", RESULT) == ("| 1b | 1 × NVIDIA H100 80GB HBM3 | 8 × 4096 | 202.1 ms | 162,099 | "
+                                             "297.4 | 30.1 % | 40.9 GiB | 1500.0 ms | 3.71× |")
+    no_hf = {k: v for k, v in RESULT.items() if k not in ("hf", "ratio")}
+    assert bench_table.row("1b", {**no_hf, "jax": {**RESULT["jax"], "mfu": None}}).endswith("| 297.4 | – | 40.9 GiB | – | – |")
+
+
+def test_gpu_bench_runs_each_and_reports_failures(tmp_path):
+    p = run_script(tmp_path, "1b 1b_slice_fusion 1b_unscanned 1b_dots 1b_hf")
+    assert p.returncode == 1, p.stderr
+    out = tmp_path / "out"
+    assert json.loads((out / "1b.json").read_text()) == RESULT
+    assert "--xla_gpu_enable_dynamic_slice_fusion=true" in (out / "1b_slice_fusion.log").read_text()
+    assert "dynamic_slice" not in (out / "1b.log").read_text()
+    assert "--compare_hf --hf_first" in (out / "1b_hf.log").read_text()
+    assert "gpu_bench: 1b_unscanned: timed out after 3 s" in p.stderr
+    assert "gpu_bench: 1b_dots: exit 1; last line of" in p.stderr and "error: out of memory" in p.stderr
+    rows = p.stdout.strip().splitlines()
+    assert rows[0] == bench_table.HEADER.splitlines()[0] and len(rows) == 2 + 5
+    assert rows[2].startswith("| 1b | 1 × NVIDIA H100") and rows[6].endswith("| 1500.0 ms | 3.71× |")
+    for bad, name in ((rows[4], "1b_unscanned"), (rows[5], "1b_dots")):
+        assert bad.startswith(f"| {name} | no result: see {name}.log |") and bad.count("|") == rows[2].count("|")
+
+
+def test_gpu_bench_unknown_run_is_one_line(tmp_path):
+    p = run_script(tmp_path, "1b 2b")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("gpu_bench: unknown run '2b'; choose from: 1b ")
+    assert not (tmp_path / "out").exists()
