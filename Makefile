@@ -24,4 +24,4 @@ train: setup
 	$(PY) -m hybrid_jax.train --config configs/toy.py --workdir runs/toy
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .jax_cache
