@@ -35,6 +35,10 @@ for name in $runs; do
   fi
 done
 
+if ! command -v "$PY" >/dev/null; then
+  echo "gpu_bench: no python at '$PY'; set PY to one that has hybrid_jax's requirements" >&2
+  exit 2
+fi
 mkdir -p "$out" || exit 2
 failed=0
 for name in $runs; do

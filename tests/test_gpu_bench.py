@@ -70,3 +70,10 @@ def test_gpu_bench_unknown_run_is_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert p.stderr.startswith("gpu_bench: unknown run '2b'; choose from: 1b ")
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_bench_missing_python_is_one_line(tmp_path):
+    env = dict(os.environ, PY=str(tmp_path / "nopython"), RUNS="1b")
+    p = subprocess.run(["bash", SCRIPT, str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("gpu_bench: no python at")
+    assert not (tmp_path / "out").exists()
