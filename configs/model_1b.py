@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     m.entropy_model = stack_config(512, 4, 8, rope_theta=10000.0, window=512, trained_online=True,
                                    init_from="")
     m.local_encoder = stack_config(512, 1, 8, window=512, cross_attn_all_layers=False)
-    m.global_transformer = stack_config(2048, 20, 16, d_ff=5632, scan_layers=True)
+    # Unscanned: on an H200 (2026-11-27, batch 8) the step took 146 ms against 183 ms scanned, whose
+    # backward copies each layer's saved activations out of stacked buffers; compile 34 s against 29 s.
+    m.global_transformer = stack_config(2048, 20, 16, d_ff=5632, scan_layers=False)
     m.local_decoder = stack_config(512, 4, 8, window=512, cross_attn_all_layers=True)
     m.patching.update(mode="entropy", max_patch_length=16, max_patches=1024)  # seq_len / 4
     cfg.data.seq_len = 4096

@@ -22,7 +22,7 @@ from the same minutes, and prints the ratio, with the median and quartiles of th
 much one run's ratio can be trusted on a machine whose speed drifts). `--hf_first` instead runs all of
 HF's steps first, in a process that exits before JAX starts: for a model whose two copies do not fit
 one GPU together (the 1B config's alternating run at batch 4 failed to allocate on an 80 GB H100);
-no step pairs then. The batch is random
+no step pairs then. With `--profile`, a summary that fails leaves the timings and a `profile_error`. The batch is random
 bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
 one device on all cores, unless the mesh names a count). Needs torch + transformers only for `--compare_hf`.
 """
@@ -393,7 +393,11 @@ def main_train(cfg, opts) -> dict:
     if "hf" in result:
         result["ratio"] = result["jax"]["bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     if tracer:
-        result["profile"] = profile_jax(jax_step, tracer)
+        try:
+            result["profile"] = profile_jax(jax_step, tracer)
+        except Exception as e:  # noqa: BLE001 -- the timings above stand without it; say why it is missing
+            result["profile_error"] = f"{type(e).__name__}: {e}"
+            print(f"bench: no profile summary: {result['profile_error']}", file=sys.stderr, flush=True)
     if not opts.json:
         j = result["jax"]
         mfu = f"{100 * j['mfu']:.1f} %" if j["mfu"] is not None else "n/a (no peak known for this device)"

@@ -98,6 +98,22 @@ def op_times(path: str, module: str) -> dict[str, float]:
     return dict(times)
 
 
+def line_times(path: str, top: int = 12) -> list[list]:
+    """[[plane / line, seconds, events]] of the `top` busiest timeline lines of trace `path` (the device
+    planes where it has them, as `op_times`), every event summed, nested ones too: what `op_times` chose
+    from, for a trace whose ops it could not place."""
+    from jax.profiler import ProfileData
+
+    planes = list(ProfileData.from_file(path).planes)
+    device = [p for p in planes if p.name.startswith(_DEVICE_PLANES)]
+    out = []
+    for plane in device or planes:
+        for line in plane.lines:
+            durations = [ev.duration_ns for ev in line.events]
+            out.append([f"{plane.name} / {line.name}", sum(durations) * 1e-9, len(durations)])
+    return sorted(out, key=lambda row: -row[1])[:top]
+
+
 def module_name(hlo: str) -> str:
     """The HLO module's name (what trace events call it, e.g. `jit_step`) from compiled HLO text."""
     m = re.match(r"HloModule ([^\s,]+)", hlo)
@@ -223,9 +239,18 @@ def kind_table(times: dict[str, float], info: dict[str, dict], per: float = 1.0)
     return table.most_common()
 
 
+def unplaced(times: dict[str, float], info: dict[str, dict], per: float = 1.0, top: int = 8) -> list:
+    """[(op, seconds / per)] largest first of the ops in `times` (after `by_instruction`) that are neither
+    an instruction of the step's HLO nor a kernel `kind_table` knows by name."""
+    rest = collections.Counter({op: t / per for op, t in times.items()
+                                if op not in info and _kind(op, info) == "other"})
+    return rest.most_common(top)
+
+
 def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> dict:
     """Where the traced steps' time went, from the newest trace under `logdir` and the step's compiled
-    HLO text: {trace, devices, ms_per_step, by_kind, by_source (top `top`)}, milliseconds per step
+    HLO text: {trace, devices, ms_per_step, by_kind, by_source (top `top`), unplaced (ops matched to
+    nothing), lines (the trace's busiest timeline lines: ms per step, events)}, milliseconds per step
     summed over devices."""
     path, module = newest_trace(logdir), module_name(hlo)
     times = op_times(path, module)
@@ -235,7 +260,9 @@ def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> d
     times = by_instruction(times, info)
     ms = lambda table: [[name, 1e3 * t] for name, t in table]
     return {"trace": path, "devices": devices, "ms_per_step": 1e3 * sum(times.values()) / steps,
-            "by_kind": ms(kind_table(times, info, steps)), "by_source": ms(source_table(times, info, steps)[:top])}
+            "by_kind": ms(kind_table(times, info, steps)), "by_source": ms(source_table(times, info, steps)[:top]),
+            "unplaced": ms(unplaced(times, info, steps)),
+            "lines": [[name, 1e3 * t / steps, n] for name, t, n in line_times(path, top)]}
 
 
 def format_summary(p: dict) -> str:
@@ -245,4 +272,9 @@ def format_summary(p: dict) -> str:
     for title, key in (("by kind", "by_kind"), ("by source line (innermost < caller)", "by_source")):
         lines.append(f"  {title}:")
         lines += [f"    {ms:9.1f} ms  {100 * ms / p['ms_per_step']:5.1f} %  {name}" for name, ms in p[key]]
+    if p.get("unplaced"):  # the tables above could not say what these are: show what the trace holds
+        lines.append("  not matched to an HLO instruction or a known library kernel:")
+        lines += [f"    {ms:9.1f} ms  {name}" for name, ms in p["unplaced"]]
+        lines.append("  the trace's busiest lines (every event, nested ones too; ms per step, events):")
+        lines += [f"    {ms:9.1f} ms  {n:7d}  {name}" for name, ms, n in p["lines"]]
     return "\n".join(lines)

@@ -6,7 +6,8 @@
 #   RUNS="1b 1b_hf" launch/gpu_bench.sh /tmp/bench      # some of them
 # PY picks the python (default .venv/bin/python); it needs requirements.txt with jax[cuda], and torch +
 # transformers for the runs that compare with Hugging Face. RUN_TIMEOUT bounds each run (s, default 240):
-# the 1B runs take ~35 s to compile and ~1 min in all on an H100.
+# the 1B runs take ~35 s to compile and ~1 min in all on an H100. BENCH_ARGS is added to every run's
+# arguments (e.g. "--profile /tmp/prof --config.train.batch_size=16").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_bench}
@@ -15,18 +16,19 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-240}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 
 one_b="--config configs/model_1b.py --config.train.batch_size=8 --steps 8 --warmup 2"
-global=--config.model.global_transformer
+scanned="$one_b --config.model.global_transformer.scan_layers=True"
 declare -A args=(
   [1b]="$one_b"
-  [1b_elementwise]="$one_b $global.remat=elementwise"
-  [1b_dots]="$one_b $global.remat=dots_saveable"
-  [1b_unscanned]="$one_b $global.scan_layers=False"
-  [1b_slice_fusion]="$one_b"
+  [1b_b32]="--config configs/model_1b.py --config.train.batch_size=32 --steps 6 --warmup 2"
   [1b_hf]="--config configs/model_1b.py --config.train.batch_size=4 --steps 5 --warmup 2 --compare_hf --hf_first"
+  [1b_scanned]="$scanned"
+  [1b_scanned_elementwise]="$scanned --config.model.global_transformer.remat=elementwise"
+  [1b_scanned_dots]="$scanned --config.model.global_transformer.remat=dots_saveable"
+  [1b_scanned_slice_fusion]="$scanned"
   [toy]="--config configs/toy.py --config.model.dtype=bfloat16 --compare_hf --steps 20 --warmup 3"
 )
-declare -A xla_flags=([1b_slice_fusion]="--xla_gpu_enable_dynamic_slice_fusion=true")
-order="1b 1b_elementwise 1b_slice_fusion 1b_unscanned 1b_dots 1b_hf toy"
+declare -A xla_flags=([1b_scanned_slice_fusion]="--xla_gpu_enable_dynamic_slice_fusion=true")
+order="1b 1b_b32 1b_hf 1b_scanned 1b_scanned_elementwise 1b_scanned_slice_fusion 1b_scanned_dots toy"
 runs=${RUNS:-$order}
 for name in $runs; do
   if [ -z "${args[$name]+x}" ]; then
@@ -42,10 +44,12 @@ fi
 mkdir -p "$out" || exit 2
 failed=0
 for name in $runs; do
-  echo "gpu_bench: $name: bench train ${args[$name]}" >&2
+  echo "gpu_bench: $name: bench train ${args[$name]} ${BENCH_ARGS:-}" >&2
   # shellcheck disable=SC2086  # the arguments are meant to split
-  XLA_FLAGS="${XLA_FLAGS:-} ${xla_flags[$name]:-}" timeout "$RUN_TIMEOUT" \
-    "$PY" -m hybrid_jax.bench train ${args[$name]} --json >"$out/$name.json" 2>"$out/$name.log"
+  flags="${XLA_FLAGS:-} ${xla_flags[$name]:-}"
+  flags="${flags# }"  # XLA reads a value that does not start with "--" as a file name
+  XLA_FLAGS="${flags% }" timeout "$RUN_TIMEOUT" \
+    "$PY" -m hybrid_jax.bench train ${args[$name]} ${BENCH_ARGS:-} --json >"$out/$name.json" 2>"$out/$name.log"
   rc=$?
   if [ $rc -ne 0 ]; then
     failed=1

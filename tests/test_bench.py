@@ -65,6 +65,24 @@ def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
     sources = [name for name, _ in p["by_source"]]
     assert any(s.startswith("fwd model/") for s in sources) and any(s.startswith("bwd model/") for s in sources)
     assert any("attention.py" in s for s in sources)
+    assert p["lines"] and all(isinstance(name, str) and ms >= 0 and n > 0 for name, ms, n in p["lines"])
+    assert [ms for _, ms, _ in p["lines"]] == sorted((ms for _, ms, _ in p["lines"]), reverse=True)
+    assert isinstance(p["unplaced"], list)
+
+
+def test_bench_train_keeps_its_timings_when_the_profile_summary_fails(capsys, tmp_path, monkeypatch):
+    def broken(jax_step, tracer):
+        raise KeyError("no device plane")
+
+    monkeypatch.setattr(bench, "profile_jax", broken)
+    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "1",
+                              "--warmup", "0", "--profile", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["jax"]["step_time"] > 0 and "profile" not in result
+    assert result["profile_error"] == "KeyError: 'no device plane'"
+    assert "bench: no profile summary: KeyError: 'no device plane'" in err
 
 
 def test_bench_profile_to_unwritable_dir_is_one_line_before_timing(capsys, tmp_path):

@@ -35,3 +35,5 @@ def test_gpu_kernels_map_to_instructions_and_kinds():
     assert named["loop_add_fusion.7"] == 1.0 and named["gemm_fusion_dot.2"] == 2.0 and named["memcpy128"] == 16.0
     assert dict(profiling.kind_table(named, info, per=2.0)) == {
         "other": 16.5, "matmul": 3.0, "attention": 4.0, "copy / transpose": 8.0}
+    # What a summary lists as matched to nothing: neither an instruction nor a known library kernel.
+    assert profiling.unplaced(named, info, per=2.0) == [("other_kernel", 16.0)]
