@@ -364,7 +364,7 @@ def main_generate(cfg, opts) -> dict:
 def main_train(cfg, opts) -> dict:
     from hybrid_jax.distributed import set_cpu_devices
     from hybrid_jax.host_memory import keep_freed_memory
-    from hybrid_jax.profiling import StepTracer, format_summary
+    from hybrid_jax.profiling import StepTracer, format_summary, unfold_gpu_graphs
 
     validate(cfg)
     keep_freed_memory()
@@ -372,10 +372,13 @@ def main_train(cfg, opts) -> dict:
         raise ConfigError("--hf_first needs --compare_hf")
     if opts.compare_hf and not opts.hf_first:  # torch shares the GPU: JAX would take 75 % of it up front
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+    if opts.profile:  # the timed steps then run without CUDA graphs too
+        unfold_gpu_graphs()
     set_cpu_devices(cfg, opts.cpu_devices)
     batch = random_batch(cfg)
     result = {"config": {"batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
-                         "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode}}
+                         "dtype": cfg.model.dtype, "patching": cfg.model.patching.mode,
+                         "xla_flags": os.environ.get("XLA_FLAGS", "")}}
     tracer = StepTracer(opts.profile, 0, opts.steps) if opts.profile else None  # a bad directory fails now
     if opts.hf_first:  # before anything starts JAX's backend, which on a GPU takes its memory
         result["hf"] = hf_alone(cfg, batch, opts.steps, opts.warmup)

@@ -61,6 +61,19 @@ class StepTracer:
         return self.last - self.start + 1
 
 
+def unfold_gpu_graphs() -> bool:
+    """Before JAX's backend starts: have XLA:GPU run each kernel on its own instead of replaying them in
+    command buffers (CUDA graphs), unless XLA_FLAGS already says. Inside a graph a kernel carries no HLO
+    instruction, so a trace shows one `command_buffer` event per graph instead (openxla/xprof#3070);
+    on an H200 that left the profile summary nothing to place. True if XLA_FLAGS changed. Nothing
+    else changes on CPU and TPU, nor once a backend has started."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_enable_command_buffer" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_enable_command_buffer=".strip()
+    return True
+
+
 def newest_trace(logdir: str) -> str:
     """Path of the newest `*.xplane.pb` under `logdir` (FileNotFoundError if there is none)."""
     files = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))

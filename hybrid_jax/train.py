@@ -252,6 +252,8 @@ def evaluate(eval_fn, params, batches, b_sh) -> dict:
 def main(argv=None) -> int:
     cfg, workdir, coordinator, nproc, pid, cpu_devices = parse(argv if argv is not None else sys.argv)
     host_memory.keep_freed_memory()
+    if cfg.train.profile_steps > 0:  # readable GPU traces: kernels outside CUDA graphs for the whole run
+        profiling.unfold_gpu_graphs()
     distributed.set_cpu_devices(cfg, cpu_devices, coordinator)
     distributed.initialize(coordinator, nproc, pid)
     rows = train(cfg, workdir)

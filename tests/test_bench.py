@@ -53,12 +53,15 @@ def test_paired_ratios_quartiles():
     assert bench.paired_ratios([2.0], [3.0]) == {"median": 1.5, "q1": 1.5, "q3": 1.5, "pairs": 1}
 
 
-def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
+def test_bench_train_profile_attributes_the_step(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # put back after bench changes it
     rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "2",
                               "--warmup", "0", "--profile", str(tmp_path), "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    p = json.loads(out)["profile"]
+    result = json.loads(out)
+    assert result["config"]["xla_flags"].endswith("--xla_gpu_enable_command_buffer=")  # GPU kernels unfolded
+    p = result["profile"]
     assert os.path.isfile(p["trace"]) and p["trace"].startswith(str(tmp_path))
     kinds = dict(p["by_kind"])
     assert abs(sum(kinds.values()) - p["ms_per_step"]) < 1e-6 and kinds["matmul"] > 0
@@ -71,6 +74,7 @@ def test_bench_train_profile_attributes_the_step(capsys, tmp_path):
 
 
 def test_bench_train_keeps_its_timings_when_the_profile_summary_fails(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
     def broken(jax_step, tracer):
         raise KeyError("no device plane")
 

@@ -1,6 +1,8 @@
 """`hybrid_jax.profiling` on GPU kernel names: a fusion's kernel maps back to its HLO instruction, and
 library kernels (cuBLAS, cuDNN, copies) get a kind from their names."""
 
+import os
+
 from hybrid_jax import profiling
 
 HLO = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
@@ -37,3 +39,14 @@ def test_gpu_kernels_map_to_instructions_and_kinds():
         "other": 16.5, "matmul": 3.0, "attention": 4.0, "copy / transpose": 8.0}
     # What a summary lists as matched to nothing: neither an instruction nor a known library kernel.
     assert profiling.unplaced(named, info, per=2.0) == [("other_kernel", 16.0)]
+
+
+def test_unfold_gpu_graphs_adds_the_flag_once_and_keeps_a_users_choice(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert profiling.unfold_gpu_graphs()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_gpu_enable_command_buffer="
+    assert not profiling.unfold_gpu_graphs()  # already off: unchanged
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_command_buffer=FUSION")
+    assert not profiling.unfold_gpu_graphs() and os.environ["XLA_FLAGS"] == "--xla_gpu_enable_command_buffer=FUSION"
+    monkeypatch.delenv("XLA_FLAGS")
+    assert profiling.unfold_gpu_graphs() and os.environ["XLA_FLAGS"] == "--xla_gpu_enable_command_buffer="
