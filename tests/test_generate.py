@@ -226,9 +226,11 @@ def test_special_ending_a_patch_early_keeps_logits_exact(prompt):
     head = tokenizer.encode(prompt)
     seq = head + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID] + tokenizer.encode(
         "xy z", add_bos=False)
-    full = np.asarray(model(jnp.asarray([seq]), latent_passes=3))[0]
+    # Jitted: one compile per input shape instead of one per primitive in eager mode.
+    full = np.asarray(jax.jit(lambda ids: model(ids, latent_passes=3))(jnp.asarray([seq])))[0]
     state = inc.init_state(model, 1, 32)
-    _, state = inc.feed(model, state, jnp.asarray([head]), jnp.ones((1, len(head)), bool), thoughts=True)
+    feed = jax.jit(lambda st, x: inc.feed(model, st, x, jnp.ones(x.shape, bool), thoughts=True))
+    _, state = feed(state, jnp.asarray([head]))
     for t in range(len(head), len(seq)):
-        logits, state = inc.feed(model, state, jnp.asarray([[seq[t]]]), jnp.ones((1, 1), bool), thoughts=True)
+        logits, state = feed(state, jnp.asarray([[seq[t]]]))
         np.testing.assert_allclose(np.asarray(logits)[0, 0], full[t], atol=1e-4, err_msg=f"position {t}")
