@@ -23,8 +23,8 @@ much one run's ratio can be trusted on a machine whose speed drifts). `--hf_firs
 HF's steps first, in a process that exits before JAX starts: for a model whose two copies do not fit
 one GPU together (the 1B config's alternating run at batch 4 failed to allocate on an 80 GB H100);
 no step pairs then. With `--profile`, a summary that fails leaves the timings and a `profile_error`.
-The batch is random bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in `hybrid_jax.train` (default:
-one device on all cores, unless the mesh names a count). Needs torch + transformers only for `--compare_hf`.
+The batch is random bytes, so data loading is not timed. On CPU, `--cpu_devices` works as in
+`hybrid_jax.train` (default: one device on all cores, unless the mesh names a count). Needs torch + transformers only for `--compare_hf`.
 """
 
 from __future__ import annotations

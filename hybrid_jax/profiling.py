@@ -82,24 +82,34 @@ def newest_trace(logdir: str) -> str:
     return max(files, key=os.path.getmtime)
 
 
+def _timeline(path: str) -> tuple[list, bool]:
+    """(planes, on_device) of trace file `path`: its device planes (GPU/TPU) where it has them, else all
+    of them (the host's CPU threads)."""
+    from jax.profiler import ProfileData
+
+    planes = list(ProfileData.from_file(path).planes)
+    device = [p for p in planes if p.name.startswith(_DEVICE_PLANES)]
+    return (device, True) if device else (planes, False)
+
+
 def op_times(path: str, module: str) -> dict[str, float]:
     """Seconds per XLA instruction of HLO module `module` (e.g. `jit_step`) in trace file `path`,
     summed over devices and traced steps. Device planes (GPU/TPU) when the trace has them, else the
     host's CPU threads; an event that encloses others on its thread (a while loop, a call) is left out,
     so nothing is counted twice."""
-    from jax.profiler import ProfileData
+    return _op_times(*_timeline(path), module)
 
-    planes = list(ProfileData.from_file(path).planes)
-    device = [p for p in planes if p.name.startswith(_DEVICE_PLANES)]
+
+def _op_times(planes: list, on_device: bool, module: str) -> dict[str, float]:
     times = collections.Counter()
-    for plane in device or planes:
+    for plane in planes:
         for line in plane.lines:
             events = []
             for ev in line.events:
                 stats = dict(ev.stats)
                 if str(stats.get("hlo_module", "")) == module and "hlo_op" in stats:
                     events.append((ev.start_ns, ev.start_ns + ev.duration_ns, str(stats["hlo_op"])))
-                elif device and line.name.startswith("Stream") and "hlo_op" not in stats:
+                elif on_device and line.name.startswith("Stream") and "hlo_op" not in stats:
                     # On an H200, 96 % of a step's kernel time was in GPU stream events without HLO
                     # stats; a kernel's name is its fusion's name (library kernels stay `other`).
                     events.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
@@ -111,16 +121,11 @@ def op_times(path: str, module: str) -> dict[str, float]:
     return dict(times)
 
 
-def line_times(path: str, top: int = 12) -> list[list]:
-    """[[plane / line, seconds, events]] of the `top` busiest timeline lines of trace `path` (the device
-    planes where it has them, as `op_times`), every event summed, nested ones too: what `op_times` chose
-    from, for a trace whose ops it could not place."""
-    from jax.profiler import ProfileData
-
-    planes = list(ProfileData.from_file(path).planes)
-    device = [p for p in planes if p.name.startswith(_DEVICE_PLANES)]
+def _busiest_lines(planes: list, top: int) -> list[list]:
+    """[[plane / line, seconds, events]] of the `top` busiest timeline lines of `planes`, every event
+    summed, nested ones too: what `op_times` chose from, for a trace whose ops it could not place."""
     out = []
-    for plane in device or planes:
+    for plane in planes:
         for line in plane.lines:
             durations = [ev.duration_ns for ev in line.events]
             out.append([f"{plane.name} / {line.name}", sum(durations) * 1e-9, len(durations)])
@@ -266,7 +271,8 @@ def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> d
     nothing), lines (the trace's busiest timeline lines: ms per step, events)}, milliseconds per step
     summed over devices."""
     path, module = newest_trace(logdir), module_name(hlo)
-    times = op_times(path, module)
+    planes, on_device = _timeline(path)  # parsed once for the op times and the busiest lines
+    times = _op_times(planes, on_device, module)
     if not times:
         raise ValueError(f"the trace {path} holds no XLA op of {module}")
     info = instructions(hlo)
@@ -275,7 +281,7 @@ def summary(logdir: str, hlo: str, steps: int, devices: int, top: int = 12) -> d
     return {"trace": path, "devices": devices, "ms_per_step": 1e3 * sum(times.values()) / steps,
             "by_kind": ms(kind_table(times, info, steps)), "by_source": ms(source_table(times, info, steps)[:top]),
             "unplaced": ms(unplaced(times, info, steps)),
-            "lines": [[name, 1e3 * t / steps, n] for name, t, n in line_times(path, top)]}
+            "lines": [[name, 1e3 * t / steps, n] for name, t, n in _busiest_lines(planes, top)]}
 
 
 def format_summary(p: dict) -> str:

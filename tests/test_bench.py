@@ -75,6 +75,7 @@ def test_bench_train_profile_attributes_the_step(capsys, tmp_path, monkeypatch):
 
 def test_bench_train_keeps_its_timings_when_the_profile_summary_fails(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+
     def broken(jax_step, tracer):
         raise KeyError("no device plane")
 
