@@ -18,7 +18,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 -m slow
 
 train: setup
 	$(PY) -m hybrid_jax.train --config configs/toy.py --workdir runs/toy

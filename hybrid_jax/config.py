@@ -38,8 +38,10 @@ def model_config() -> ml_collections.ConfigDict:
         vocab_size=260,
         dtype="float32",  # compute dtype; parameters are always float32
         cross_attn_k=2,
+        # Entropy rules, include_next_token: see hybrid_jax.model.patching. threshold_add None = off.
         patching=dict(mode="entropy", threshold=1.335442066192627, patch_size=4, max_patch_length=0,
-                      max_patches=0),
+                      max_patches=0, include_next_token=True, monotonicity=False,
+                      threshold_add=ml_collections.config_dict.placeholder(float)),
         hash=dict(group_sizes=(3, 4, 5, 6, 7, 8), vocab=50021, n_functions=1),
         # trained_online: train the entropy model jointly (auxiliary next-byte loss); init_from: a
         # workdir or Hugging Face dir whose entropy model initialises (or, frozen, fixes) this one.
@@ -77,6 +79,8 @@ def validate_model(cfg) -> None:
     need(p.max_patch_length >= 0, f"model.patching.max_patch_length must be >= 0, got {p.max_patch_length}")
     need(p.max_patches == 0 or p.max_patches >= 2,
          f"model.patching.max_patches must be 0 (one per byte) or >= 2, got {p.max_patches}")
+    need(not (p.monotonicity and p.threshold_add is not None),
+         "model.patching.monotonicity and model.patching.threshold_add are two different rules: set one")
     h = cfg.hash
     need(len(h.group_sizes) >= 1 and all(g >= 1 for g in h.group_sizes),
          f"model.hash.group_sizes must be non-empty positive ints, got {h.group_sizes}")
@@ -113,10 +117,15 @@ def update_strict(cfg: ml_collections.ConfigDict, values: dict, prefix: str = ""
             value = tuple(value)
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if current is not None and type(value) is not type(current):
+        # A typed placeholder (threshold_add) takes None back.
+        nullable = value is None and isinstance(cfg._fields.get(key), ml_collections.FieldReference)
+        if current is not None and not nullable and type(value) is not type(current):
             raise ConfigError(f"config key {path!r} expects {type(current).__name__}, "
                               f"got {type(value).__name__} ({value!r})")
-        cfg[key] = value
+        try:
+            cfg[key] = value
+        except TypeError as e:  # a typed placeholder (None by default) refuses other types
+            raise ConfigError(f"config key {path!r}: {e}") from None
 
 
 def model_from_dict(values: dict) -> ml_collections.ConfigDict:

@@ -48,13 +48,17 @@ def random_hf_model(name: str, seed: int = 0, vocab_size: int = 260, threshold: 
         kw[sub]["hidden_size_global"] = kw["global_config"]["hidden_size"]
         kw[sub]["cross_attn_k"] = kw["cross_attn_k"]
     cfg = BltConfig(vocab_size=vocab_size, patching_threshold=threshold, use_cache=False, **kw)
-    model = BltForCausalLM(cfg).eval()
+    return perturbed(BltForCausalLM(cfg).eval())
+
+
+def perturbed(model):
+    """`model` with norm weights not all ones and a sharper entropy model than the default init (so
+    that entropies spread around a threshold); torch's global seed decides the noise."""
     with torch.no_grad():
         for key, p in model.named_parameters():
             if "norm" in key:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             elif "patcher" in key:
-                # A sharper entropy model than the default init, so entropies spread around the threshold.
                 p.mul_(3.0)
     return model
 

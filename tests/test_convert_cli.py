@@ -150,3 +150,36 @@ def test_from_hf_api_reads_sharded_index(hf_dir, tmp_path):
     ref, _ = from_hf(hf_dir)
     ids = jnp.asarray(random_ids(0, 1, 17))
     assert np.array_equal(np.asarray(model(ids)), np.asarray(ref(ids)))
+
+
+def test_import_sets_include_next_token_as_hf_runs(tmp_path):
+    """HF drops the patch after the last byte under max_patch_length: the import says so in its config."""
+    from hybrid_jax.convert import from_hf
+    for name, want in (("maxlen", False), ("gqa", True)):
+        d = str(tmp_path / name)
+        random_hf_model(name, seed=2).save_pretrained(d)
+        _, cfg = from_hf(d)
+        assert cfg.patching.include_next_token is want, name
+
+
+def test_to_hf_warns_where_hf_differs_and_strict_refuses(tmp_path):
+    from flax import nnx
+
+    from hybrid_jax.checkpoint import save_model
+    from hybrid_jax.config import model_config
+    from hybrid_jax.model import BLT
+    cfg = model_config()
+    cfg.hash.vocab = 101
+    for stack in ("entropy_model", "local_encoder", "local_decoder", "global_transformer"):
+        cfg[stack].update(d_model=32, layers=1, heads=2)
+    cfg.patching.max_patch_length = 4  # with include_next_token=True (Meta's rule): HF departs
+    work = str(tmp_path / "work")
+    save_model(BLT(cfg, nnx.Rngs(0)), work, step=0)
+    r = convert("to-hf", work, "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(tmp_path / "out" / "model.safetensors")
+    warning = r.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: ") and "include_next_token=False" in warning[0]
+    r = convert("to-hf", work, "--out", str(tmp_path / "strict"), "--strict")
+    assert_one_line_error(r, "--strict", "max_patch_length")
+    assert not os.path.exists(tmp_path / "strict")

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -15,7 +16,7 @@ from model_helpers import tiny
 
 from hybrid_jax import generate as gen
 from hybrid_jax import tokenizer
-from hybrid_jax.model import BLT, incremental
+from hybrid_jax.model import BLT, incremental, patching
 from hybrid_jax.sampling import Sampling, filter_logits
 
 PROMPTS = ["def f(x):\n    return", "Hi", "A longer prompt, with spaces and (punctuation)!"]
@@ -31,22 +32,42 @@ def model_with_median_threshold(mode="entropy", seed=0, **patching):
         return model
     probe = jnp.asarray([tokenizer.encode(PROMPTS[2])])
     cfg = model.config.as_configdict()
-    cfg.patching.threshold = float(np.median(np.asarray(model.patch(probe).entropies)[0, 1:]))
+    ent = np.asarray(model.patch(probe).entropies)[0, 1:]
+    rises = np.diff(ent)
+    if cfg.patching.monotonicity:  # the rule thresholds the rise over the previous entropy
+        cfg.patching.threshold = float(np.median(rises[rises > 0]))
+    else:
+        cfg.patching.threshold = float(np.median(ent))
+    if cfg.patching.threshold_add is not None:
+        cfg.patching.threshold_add = float(np.quantile(rises, 0.3))
     again = BLT(cfg, nnx.Rngs(seed))
     nnx.update(again, nnx.state(model, nnx.Param))
     return again
 
 
+def prefix_forward(model):
+    """jit(x `[1, length]`, n) -> the full forward's logits of the first n bytes of x, as if the
+    sequence ended there. The rest is padding: every mode is causal, so it never changes the logits
+    of real bytes; only without `include_next_token` the slot after byte n - 1 is cleared by hand
+    (the definition of that setting), since there the padding would have begun a patch."""
+    def run(x, n):
+        info = model.patch(x)
+        if not model.config.patching.include_next_token:
+            cleared = info.starts.at[:, n].set(n < 2)
+            info = patching.info_from_starts(cleared, info.entropies)
+        return model.forward_patches(x, info)
+    return jax.jit(run)
+
+
 def recomputed_greedy(model, prompt: str, n: int, length: int = 128) -> list[int]:
-    """Greedy bytes from a full forward over the whole sequence at every step (right-padded to a fixed
-    length: every mode is causal, so padding never changes the logits of real bytes)."""
-    forward = jax.jit(lambda x: model(x))
+    """Greedy bytes from a full forward over the whole sequence at every step (`prefix_forward`)."""
+    forward = prefix_forward(model)
     seq = tokenizer.encode(prompt)
     out = []
     for _ in range(n):
         x = np.zeros((1, length), np.int32)
         x[0, :len(seq)] = seq
-        nxt = int(np.argmax(np.asarray(forward(jnp.asarray(x)))[0, len(seq) - 1]))
+        nxt = int(np.argmax(np.asarray(forward(jnp.asarray(x), len(seq)))[0, len(seq) - 1]))
         if nxt == tokenizer.EOS_ID:
             break
         out.append(nxt)
@@ -58,6 +79,8 @@ def recomputed_greedy(model, prompt: str, n: int, length: int = 128) -> list[int
     ("entropy", dict(max_patch_length=2), 32),
     ("static", dict(patch_size=3), 2),  # patches longer than RECENT: pooled from the whole buffers
     ("space", dict(max_patches=12), 32),
+    ("entropy", dict(max_patch_length=3, include_next_token=False), 32),  # Hugging Face's runtime
+    ("entropy", dict(threshold_add=0.0, include_next_token=False), 32),
 ])
 def test_greedy_equals_full_forward_every_byte(mode, patching, recent, monkeypatch):
     monkeypatch.setattr(incremental, "RECENT", recent)
@@ -70,26 +93,38 @@ def test_greedy_equals_full_forward_every_byte(mode, patching, recent, monkeypat
     assert 1.0 < min(res.avg_patch_len)
 
 
-def test_forced_boundaries_and_patches_match_full_forward():
+@pytest.mark.parametrize("rule", [dict(), dict(include_next_token=False), dict(monotonicity=True)])
+def test_forced_boundaries_and_patches_match_full_forward(rule):
     """Fed one byte at a time, the cached patches equal the full forward's, boundary after the last
-    byte included (max_patch_length forces splits), and logits match within float32 noise."""
-    model = model_with_median_threshold("entropy", max_patch_length=3)
+    byte included (max_patch_length forces splits), and each byte's logits equal the full forward's of
+    the sequence that ends at that byte (within float32 noise), for each entropy rule."""
+    model = model_with_median_threshold("entropy", max_patch_length=3, **rule)
     ids = jnp.asarray([tokenizer.encode(PROMPTS[2])])
-    full = np.asarray(model(ids))
-    starts = np.asarray(model.patch(ids).starts)[0]
+    forward = prefix_forward(model)
+    starts = np.asarray(starts_by_the_rules(model, ids))
     state = incremental.init_state(model, 1, 64)
     step = jax.jit(lambda st, x: incremental.feed(model, st, x, jnp.ones((1, 1), bool), always_close=False))
     got_starts, worst = [True], 0.0
     for t in range(ids.shape[1]):
         logits, state = step(state, ids[:, t:t + 1])
-        got_starts.append(bool(state.carry.pending[0]))  # starts[t + 1]
-        worst = max(worst, float(np.abs(np.asarray(logits)[0, 0] - full[0, t]).max()))
+        got_starts.append(bool(state.carry.pending[0]))  # starts[t + 1] by the rules
+        want = np.asarray(forward(ids, t + 1))[0, t]
+        worst = max(worst, float(np.abs(np.asarray(logits)[0, 0] - want).max()))
     assert worst < 1e-4
     patches = int(state.carry.count[0] - state.carry.pending[0])
     assert patches == int(starts[:-1].sum())
     assert got_starts == [bool(s) for s in starts]
     lengths = np.diff(np.flatnonzero(np.append(starts[:-1], True)))
-    assert lengths.max() <= 3 and (lengths == 3).any()
+    assert lengths.max() <= 3 and (lengths == 3).any() and (lengths < 3).any()
+
+
+def starts_by_the_rules(model, ids):
+    """starts `[length + 1]` by the rules, the slot after the last byte included (include_next_token
+    only clears that slot for the last byte's prediction, not the boundary the next byte makes)."""
+    cfg = model.config.patching.as_configdict()
+    cfg.include_next_token = True
+    ent = model.patch(ids).entropies
+    return patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, ent)[0]
 
 
 def test_sampling_is_seeded_and_filters():

@@ -20,6 +20,7 @@ from model_helpers import tiny
 from hybrid_jax.viz import (figure_size, patch_view, plot_png, render_ansi, render_html, render_plain,
                             render_text)
 from hybrid_jax.viz.render import ANSI_BACKGROUNDS
+from hybrid_jax.viz.view import describe
 
 TEXT = "The quick brown fox jumps over the lazy dog, then naps. Entropy decides where patches start!"
 
@@ -108,7 +109,8 @@ def run_cli(capsys, *argv):
 
 
 @pytest.mark.parametrize("mode,extra", [("entropy", {}), ("static", dict(patch_size=3)),
-                                        ("space", dict(max_patch_length=4))])
+                                        ("space", dict(max_patch_length=4)),
+                                        ("entropy", dict(threshold_add=0.0))])
 def test_shown_patches_are_the_models_patches(mode, extra, threshold):
     model = BLT(tiny(mode, threshold=threshold, **extra), nnx.Rngs(0))
     data = TEXT.encode()
@@ -122,6 +124,7 @@ def test_shown_patches_are_the_models_patches(mode, extra, threshold):
     assert [p["start"] for p in patches] == np.cumsum([0] + expected[:-1]).tolist()
     assert "".join(p["text"] for p in patches) == TEXT
     assert (view.entropies is not None) == (mode == "entropy")
+    assert ("rise over 0" in describe(view)) == ("threshold_add" in extra)
 
 
 def test_overrides_match_a_model_built_with_them(model, threshold):

@@ -112,3 +112,33 @@ def test_remat_keeps_loss_and_gradients(policy):
     assert "remat" in remat and "remat" not in plain  # the remat transform is really applied
     assert abs(float(l0) - float(l1)) <= 1e-6
     assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1))) <= 1e-6
+
+
+def test_without_next_token_only_the_last_bytes_logits_change():
+    """Static patches of 4 after BOS end exactly at byte 9: with include_next_token the last byte reads
+    its own, complete patch; without, the one before. Every other byte, and training's forward (which
+    evaluation shares), agree with that."""
+    cfg = tiny("static", patch_size=4)
+    model = BLT(cfg, nnx.Rngs(0))
+    cfg.patching.include_next_token = False
+    hf_like = BLT(cfg, nnx.Rngs(0))
+    ids = ids_batch(length=9)
+    full, other = np.asarray(model(ids)), np.asarray(hf_like(ids))
+    np.testing.assert_allclose(other[:, :-1], full[:, :-1], atol=1e-6)
+    assert np.abs(other[:, -1] - full[:, -1]).max(axis=-1).min() > 1e-2
+    logits, info, _ = hf_like.train_forward(ids)
+    np.testing.assert_allclose(np.asarray(logits), other, atol=1e-6)
+    assert not np.asarray(info.starts)[:, -1].any() and np.asarray(model.patch(ids).starts)[:, -1].all()
+
+
+def test_models_of_one_edited_config_never_share_compiled_code():
+    """Edit a config between two models: their graphdefs (jit's cache keys) must differ. ml_collections
+    compares a FrozenConfigDict through the ConfigDict it was made from, which made them equal, and
+    `generate` then ran the first model's compiled program for the second."""
+    cfg = tiny("static", patch_size=4)
+    first = BLT(cfg, nnx.Rngs(0))
+    cfg.patching.include_next_token = False
+    second = BLT(cfg, nnx.Rngs(0))
+    assert first.config.patching.include_next_token and not second.config.patching.include_next_token
+    assert nnx.graphdef(first) != nnx.graphdef(second)
+    assert hash(first.config) != hash(second.config)

@@ -111,3 +111,75 @@ def test_latent_specials_get_patches_of_their_own(mode):
     cfg.update(max_patches=3)
     capped = np.asarray(patching.compute_starts(ml_collections.FrozenConfigDict(cfg), ids, entropies))
     assert capped.sum() == 3
+
+
+def test_monotonic_rule_hand_checked():
+    # byte 2 always begins a patch; byte t >= 3 where e[t-1] - e[t-2] > 1 (t = 4 and the slot t = 6)
+    ent = jnp.asarray([[9.0, 0.5, 0.4, 2.0, 1.9, 3.5]])
+    s = starts_of("entropy", entropies=ent, threshold=1.0, monotonicity=True)
+    assert np.flatnonzero(s).tolist() == [0, 1, 2, 4, 6]
+    s = starts_of("entropy", entropies=ent, threshold=1.0, monotonicity=True, include_next_token=False)
+    assert np.flatnonzero(s).tolist() == [0, 1, 2, 4]
+
+
+def test_threshold_add_rule_hand_checked():
+    ent = jnp.asarray([[9.0, 0.1, 3.0, 3.8, 0.2, 2.0, 2.2]])
+    # global: e[t-1] > 1 at t = 3, 4, 6, 7
+    assert np.flatnonzero(starts_of("entropy", entropies=ent, threshold=1.0)).tolist() == [0, 1, 3, 4, 6, 7]
+    # global and monotonic: byte 2 always, byte 3 never (Meta's quirk: e[2] = 3 would qualify), then
+    # rises of more than 0.5 to above 1: t = 4 (3.0 -> 3.8) and t = 6 (0.2 -> 2.0), not t = 7 (+0.2)
+    s = starts_of("entropy", entropies=ent, threshold=1.0, threshold_add=0.5)
+    assert np.flatnonzero(s).tolist() == [0, 1, 2, 4, 6]
+
+
+def test_without_next_token_only_the_last_slot_changes():
+    ent = jnp.zeros((1, 8)).at[0, 5].set(9.0)
+    kw = dict(entropies=ent, threshold=1.0, max_patch_length=2)
+    assert np.flatnonzero(starts_of("entropy", **kw)).tolist() == [0, 1, 3, 5, 6, 8]
+    assert np.flatnonzero(starts_of("entropy", include_next_token=False, **kw)).tolist() == [0, 1, 3, 5, 6]
+    # static mode too: 9 bytes in patches of 4 after BOS end exactly at the sequence's end
+    assert np.flatnonzero(starts_of("static", length=9, patch_size=4)).tolist() == [0, 1, 5, 9]
+    assert np.flatnonzero(starts_of("static", length=9, patch_size=4, include_next_token=False)).tolist() == [0, 1, 5]
+
+
+def test_monotonicity_with_threshold_add_is_refused():
+    from hybrid_jax.config import ConfigError, model_config, validate_model
+    cfg = model_config()
+    cfg.patching.update(monotonicity=True, threshold_add=0.5)
+    with pytest.raises(ConfigError, match="two different rules"):
+        validate_model(cfg)
+
+
+@pytest.mark.parametrize("rule", [dict(), dict(monotonicity=True, threshold=0.3),
+                                  dict(threshold_add=0.2, max_patch_length=3, max_patches=9)])
+def test_chunked_next_starts_equal_compute_starts(rule):
+    """Fed in ragged chunks (each row its own number of valid bytes per chunk), the incremental rules
+    give the full sequence's starts, for every entropy rule."""
+    import jax
+    import ml_collections
+    from hybrid_jax.config import model_config
+    cfg = model_config().patching
+    cfg.update(dict(dict(mode="entropy", threshold=1.0), **rule))
+    cfg = ml_collections.FrozenConfigDict(cfg)
+    rng = np.random.default_rng(len(rule))
+    b, n, width = 3, 40, 6
+    ent = jnp.asarray(rng.gamma(2.0, 0.6, size=(b, n)), jnp.float32)
+    ids = jnp.full((b, n), tokenizer.OFFSET + 1, jnp.int32)
+    want = np.asarray(patching.compute_starts(cfg, ids, ent))
+    step = jax.jit(lambda c, i, e, p, v: patching.next_starts(cfg, i, e, p, v, c))
+    carry, fed, got = patching.initial_carry(b), np.zeros(b, int), np.zeros((b, n + 1), bool)
+    got[:, 0] = True
+    while (fed < n).any():
+        take = np.minimum(rng.integers(0, width + 1, size=b), n - fed)
+        cols = fed[:, None] + np.arange(width)[None, :]
+        valid = np.arange(width)[None, :] < take[:, None]
+        safe = np.minimum(cols, n - 1)
+        pos = np.where(valid, cols, -1)
+        out, _, carry = step(carry, ids[np.arange(b)[:, None], safe], ent[np.arange(b)[:, None], safe],
+                             jnp.asarray(pos, jnp.int32), jnp.asarray(valid))
+        out = np.asarray(out)
+        for r in range(b):
+            got[r, fed[r] + 1:fed[r] + 1 + take[r]] = out[r, :take[r]]
+        fed += take
+    assert (got == want).all()
+    assert want[:, 2:].sum() > 3  # the rule really cuts

@@ -235,18 +235,26 @@ def test_windows_score_every_byte_once():
 
 def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
     from hybrid_jax import convert
-    from hybrid_jax.checkpoint import load_model
+    from hybrid_jax.checkpoint import load_model, model_with_params, param_tree
     from hybrid_jax.convert.__main__ import main as convert_main
 
     workdir, _ = eight_device_run
     out = str(tmp_path / "hf")
     rc = cli.run(convert_main, ["to-hf", workdir, "--step", "3", "--out", out])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    # tiny sets max_patch_length with Meta's include_next_token: HF's runtime departs at the last byte.
+    assert "include_next_token=False reproduces HF" in err and "max_patches" in err
     # Fewer bytes than max_patches: Hugging Face has no patch cap, so the export is exact below it.
     ids = np.asarray([[1] + [ord(c) + 4 for c in "the patch m"]], np.int32)
-    exported, _ = convert.from_hf(out)
+    exported, cfg = convert.from_hf(out)
+    assert not cfg.patching.include_next_token
     original = load_model(os.path.join(workdir, "checkpoints", "3"))
-    assert np.max(np.abs(np.asarray(exported(ids)) - np.asarray(original(ids)))) <= 1e-5
+    assert np.max(np.abs(np.asarray(exported(ids)) - np.asarray(original(ids)))[:, :-1]) <= 1e-5
+    as_hf = original.config.as_configdict()
+    as_hf.patching.include_next_token = False
+    as_hf = model_with_params(as_hf, param_tree(original))
+    assert np.max(np.abs(np.asarray(exported(ids)) - np.asarray(as_hf(ids)))) <= 1e-5
     assert np.max(np.abs(np.asarray(original(ids)) - np.asarray(load_model(workdir)(ids)))) > 0  # step 6 differs
     rc = cli.run(convert_main, ["to-hf", workdir, "--step", "99", "--out", str(tmp_path / "none")])
     assert rc == 2 and "no such directory" in capsys.readouterr().err

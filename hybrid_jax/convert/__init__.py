@@ -17,10 +17,10 @@ from safetensors.numpy import save_file
 
 from hybrid_jax.checkpoint import abstract_model, model_with_params
 from hybrid_jax.config import ConfigError
-from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
+from hybrid_jax.convert.hf_config import hf_config_from_model, hf_divergences, model_config_from_hf
 from hybrid_jax.convert.hf_weights import hf_name, is_stacked, layer_path, to_hf_arrays
 
-__all__ = ["ConvertError", "from_hf", "to_hf", "read_hf_config"]
+__all__ = ["ConvertError", "from_hf", "to_hf", "read_hf_config", "hf_divergences"]
 
 
 class ConvertError(ValueError):
@@ -111,15 +111,20 @@ def _model_node(config):
     return config.model if "model" in config else config
 
 
-def to_hf(model, config, out_dir: str, force: bool = False, torch_bin: bool = False) -> list[str]:
+def to_hf(model, config, out_dir: str, force: bool = False, torch_bin: bool = False,
+          strict: bool = False) -> list[str]:
     """Write `config.json` + `model.safetensors` (and `pytorch_model.bin` if `torch_bin`) to `out_dir`.
 
-    Refuses a non-empty `out_dir` unless `force`. Returns the written paths.
+    Refuses a non-empty `out_dir` unless `force`, and with `strict` a model whose export Hugging Face
+    would not reproduce (`hf_divergences`). Returns the written paths.
     """
     try:
         hf_cfg = hf_config_from_model(_model_node(config))
     except ConfigError as e:
         raise ConvertError(str(e)) from None
+    differ = hf_divergences(_model_node(config))
+    if strict and differ:
+        raise ConvertError(f"Hugging Face would not reproduce this model (--strict): {'; '.join(differ)}")
     if torch_bin:
         try:
             import torch

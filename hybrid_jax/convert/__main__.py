@@ -23,13 +23,15 @@ def parse(argv):
     b.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     b.add_argument("--step", type=int, help="checkpoint step of a workdir (default: the latest)")
     b.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin (needs torch)")
+    b.add_argument("--strict", action="store_true",
+                   help="refuse (exit 2) a model whose outputs Hugging Face would not reproduce")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     from hybrid_jax.checkpoint import load_model, save_model
-    from hybrid_jax.convert import ConvertError, from_hf, to_hf
+    from hybrid_jax.convert import ConvertError, from_hf, hf_divergences, to_hf
 
     if args.command == "from-hf":
         if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
@@ -40,8 +42,13 @@ def main(argv=None) -> int:
     else:
         path = args.ckpt if args.step is None else os.path.join(args.ckpt, "checkpoints", str(args.step))
         model = load_model(path)
-        for path in to_hf(model, model.config, args.out, force=args.force, torch_bin=args.torch_bin):
+        for path in to_hf(model, model.config, args.out, force=args.force, torch_bin=args.torch_bin,
+                          strict=args.strict):
             print(f"wrote {path}")
+        differ = hf_divergences(model.config)
+        if differ:
+            print(f"warning: Hugging Face's outputs will differ from this model's: {'; '.join(differ)}",
+                  file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hybrid_jax.config import ConfigError, d_ff, kv_heads, model_config, validate_model
+from hybrid_jax.tokenizer import LATENT_SPECIALS
 
 # BltConfig's defaults for fields a config.json may leave out (transformers 5.x, configuration_blt.py).
 HF_DEFAULTS = {
@@ -65,6 +66,8 @@ def model_config_from_hf(hf: dict):
     cfg.patching.threshold = float(top["patching_threshold"])
     cfg.patching.patch_size = int(top["patch_size"])
     cfg.patching.max_patch_length = int(top["max_patch_length"] or 0)
+    # HF's runtime: under max_patch_length it drops the patch that begins after the last byte.
+    cfg.patching.include_next_token = cfg.patching.max_patch_length == 0
     cfg.hash.group_sizes = tuple(int(g) for g in top["encoder_hash_byte_group_size"])
     cfg.hash.vocab = int(top["encoder_hash_byte_group_vocab"])
     cfg.hash.n_functions = int(top["encoder_hash_byte_group_nb_functions"])
@@ -89,6 +92,29 @@ def _stack_to_hf(stack, vocab_size: int) -> dict:
                 intermediate_size=d_ff(stack), rms_norm_eps=stack.norm_eps, hidden_act="silu",
                 rope_parameters={"rope_type": "default", "rope_theta": stack.rope_theta},
                 vocab_size=vocab_size)
+
+
+def hf_divergences(cfg) -> list[str]:
+    """Where `BltForCausalLM` loaded from an export of `model` config `cfg` computes other outputs
+    than hybrid_jax (empty: it reproduces ours; see `hybrid_jax.model.patching`)."""
+    p, out = cfg.patching, []
+    if p.mode != "entropy":
+        out.append(f"HF patches one byte per patch outside entropy mode, not {p.mode!r}")
+    else:
+        if p.monotonicity or p.threshold_add is not None:
+            out.append("HF knows only the global entropy rule (no monotonicity, no threshold_add)")
+        if p.include_next_token and p.max_patch_length:
+            out.append("with max_patch_length HF drops the patch that begins right after the last byte, "
+                       "so the last byte's logits (and greedy generation) differ where one begins there "
+                       "(include_next_token=False reproduces HF)")
+        elif not p.include_next_token and not p.max_patch_length:
+            out.append("without max_patch_length HF keeps the patch that begins right after the last byte "
+                       "(include_next_token=True reproduces HF)")
+    if p.max_patches:
+        out.append(f"HF has no max_patches: rows with more than {p.max_patches} patches differ")
+    if cfg.vocab_size > min(LATENT_SPECIALS):
+        out.append("HF does not give <bot>/<eot>/<latent> ids patches of their own")
+    return out
 
 
 def hf_config_from_model(cfg) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,7 +39,9 @@ class BLT(nnx.Module):
 
     def __init__(self, cfg: ml_collections.ConfigDict, rngs: nnx.Rngs):
         validate_model(cfg)
-        cfg = ml_collections.FrozenConfigDict(cfg)
+        # A copy: FrozenConfigDict's == and hash read the ConfigDict it was made from, so a later edit
+        # of `cfg` would make two models of different configs compare equal and jit reuse one's code.
+        cfg = ml_collections.FrozenConfigDict(copy.deepcopy(cfg))
         self.config = cfg
         dtype = dtype_of(cfg.dtype)
         d_local = cfg.local_encoder.d_model

@@ -5,6 +5,9 @@ Why this is exact: every part of BLT is causal. A byte's encoder state depends o
 whether byte t+1 begins a patch depends on bytes <= t; so a patch is final once the next one begins,
 and only then is it pooled, cross-attended and run through one global step. Byte t's decoder reads the
 global state of the patch just before the patch of byte t+1, which is always the latest closed patch.
+Without `patching.include_next_token` the last byte fed reads the patch before its own instead, and
+is decoded again when the next byte arrives (`_redecode_before`): the logits of each chunk equal the
+full forward's of everything fed so far.
 
 State per row: the position, the last few ids (hash n-grams), the patching carry, per-byte buffers
 (patch id, encoder output and its cross-attention keys/values, for pooling a patch when it closes),
@@ -173,19 +176,22 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     return logits, tuple(caches)
 
 
-def _redecode_before(model, state: State, forced, ended, first_pos) -> State:
-    """A special id that begins a patch where none was due ends the patch before it early, and in the
-    full forward the byte before the special (first_pos - 1) then reads that ended patch (`ended`
-    `[batch, d_global]`: its global state), not the one it read when it was fed. Its decoder states
-    feed later bytes through the decoder's self-attention, so redo its decoder pass in the rows where
-    `forced` `[batch]`; skipped at run time when no row needs it."""
-    def redo(_):
+def _redecode_before(model, state: State, redo, ended, first_pos) -> State:
+    """Redo the decoder pass of the byte before this chunk (first_pos - 1) in the rows where `redo`
+    `[batch]`, now reading the patch whose global state is `ended` `[batch, d_global]`.
+
+    The full forward makes that byte read a patch other than the one it read when it was fed in two
+    cases: a special id that begins a patch where none was due ends the patch before it early; and
+    without `include_next_token`, the byte that was last read the patch before its own, which its
+    patch, now closed by the new byte's arrival, replaces. Its decoder states feed later bytes through
+    the decoder's self-attention, so they must be redone; skipped at run time when no row needs it."""
+    def again(_):
         prev = jnp.maximum(first_pos - 1, 0)[:, None]
         x = jnp.take_along_axis(state.enc_out, prev[:, :, None], axis=1)
         _, caches = _decode_bytes(model, state, x, ended[:, None, :], prev)
-        pick = lambda new, old: jnp.where(forced.reshape(-1, *([1] * (old.ndim - 1))), new, old)
+        pick = lambda new, old: jnp.where(redo.reshape(-1, *([1] * (old.ndim - 1))), new, old)
         return jax.tree.map(pick, caches, state.decoder)
-    return state._replace(decoder=jax.lax.cond(jnp.any(forced), redo, lambda _: state.decoder, None))
+    return state._replace(decoder=jax.lax.cond(jnp.any(redo), again, lambda _: state.decoder, None))
 
 
 def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
@@ -209,7 +215,12 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     # Patch of each new byte, and the patch whose global state it reads (the one before byte t+1's).
     before = jnp.cumsum(starts_next.astype(jnp.int32), axis=1) - starts_next
     byte_patch = (state.carry.count + forced)[:, None] + before - 1
-    reads = byte_patch + starts_next - 1
+    opens = starts_next
+    if not cfg.patching.include_next_token:
+        # The chunk's last byte is the sequence's last: the slot after it begins no patch (yet).
+        last = state.pos + valid.sum(axis=1, dtype=jnp.int32) - 1
+        opens = starts_next & ((pos != last[:, None]) | (pos < 1))
+    reads = byte_patch + opens - 1
     cross = model.local_encoder.cross_attn_layers[-1]
     ck, cv = cross.project_kv(x)
     state = state._replace(byte_patch=_put(state.byte_patch, byte_patch, pos),
@@ -241,8 +252,13 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     byte_globals = jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
     latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, slots - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
-    if cfg.vocab_size > tokenizer.BOT_ID:
-        state = _redecode_before(model, state, forced, new_globals[:, 0], pos[:, 0])
+    specials = cfg.vocab_size > tokenizer.BOT_ID
+    if specials or not cfg.patching.include_next_token:
+        redo, ended = forced, new_globals[:, 0]
+        if not cfg.patching.include_next_token:
+            late = state.carry.pending & (state.pos > 0) & valid[:, 0]
+            redo, ended = redo | late, jnp.where(late[:, None], state.last_global, ended)
+        state = _redecode_before(model, state, redo, ended, pos[:, 0])
     logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
     open_start = jnp.where(forced, pos[:, 0], state.open_start)
     open_start = jnp.maximum(open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))

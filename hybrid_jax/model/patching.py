@@ -7,8 +7,13 @@ patch depends only on bytes < t. Bytes 0 (BOS) and 1 always start patches, so th
 patch that contains the byte it predicts.
 
 Modes:
-- `entropy`: byte t >= 2 starts a patch iff the entropy model's next-byte entropy at t-1 exceeds the
-  threshold (natural log), as BLT / Hugging Face compute it.
+- `entropy`, with one of Meta's three rules (facebookresearch/blt `bytelatent/data/patcher.py`); e[i] is
+  the entropy (natural log) of the entropy model's prediction of byte i + 1:
+  - global (the default): byte t >= 2 starts a patch iff e[t-1] > threshold, as BLT and Hugging Face;
+  - `monotonicity`: byte 2 starts a patch, and byte t >= 3 iff e[t-1] - e[t-2] > threshold;
+  - `threshold_add` set: byte 2 starts a patch, byte 3 never does (Meta's rule compares against a mask
+    whose only entry is byte 2), and byte t >= 4 iff e[t-1] - e[t-2] > threshold_add and
+    e[t-1] > threshold.
 - `static`: patches of `patch_size` bytes after the lone BOS byte.
 - `space`: a patch ends at a space-like byte (ASCII that is not a letter or digit, or a UTF-8 lead byte)
   that follows a non-space-like byte, and at every special id; so "ab  cd" cuts as "ab " + " cd"
@@ -20,6 +25,15 @@ so they are never scored (the cached generator redoes the byte before such a spe
 `incremental._redecode_before`). `max_patch_length > 0` splits longer patches into pieces of at most
 that many bytes, and `max_patches > 0` caps the number of patches per row (the last allowed patch absorbs the rest), which
 bounds the global transformer's work at `max_patches` positions instead of one per byte.
+
+`include_next_token` (Meta's argument of the same name) says whether entry `length`, the slot of the
+unseen next byte, may begin a patch. True (Meta's `ByteLatentTransformer`): it follows the rules above,
+so the last byte's prediction reads its own patch when that patch is complete. False: entry `length` is
+False whenever length >= 2 (the slot after BOS always begins a patch, as in Meta's and HF's first start
+ids), so the last byte's prediction reads the patch before its own; every earlier entry is unchanged,
+and once the next byte arrives its slot follows the rules again. Hugging Face's
+`BltForCausalLM` behaves as False whenever `max_patch_length` is set (`process_patch_lengths` drops the
+zero-length patch that marks the boundary) and as True otherwise.
 """
 
 from __future__ import annotations
@@ -104,10 +118,12 @@ def decoder_patch_ids(starts: jax.Array) -> jax.Array:
 def compute_starts(patching, ids: jax.Array, entropies: jax.Array | None) -> jax.Array:
     """starts `[batch, length + 1]` for a `model.patching` config node: byte 0 begins a patch, and
     `next_starts` from the initial carry decides every later position (one set of rules for training
-    and for incremental generation)."""
+    and for incremental generation); without `include_next_token` entry `length` is False."""
     b, n = ids.shape
     pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
     after, _, _ = next_starts(patching, ids, entropies, pos, jnp.ones((b, n), bool), initial_carry(b))
+    if not patching.include_next_token and n >= 2:
+        after = after.at[:, -1].set(False)
     return jnp.concatenate([jnp.ones((b, 1), bool), after], axis=1)
 
 
@@ -121,18 +137,42 @@ class PatchCarry(NamedTuple):
 
     pending: whether the next byte (at the current position) begins a patch; last_start: the latest
     patcher start, before `max_patch_length` splits; count: patches begun so far, pending included;
-    prev_space: whether the last byte was space-like (space mode).
+    prev_space: whether the last byte was space-like (space mode); prev_entropy: the last byte's
+    next-byte entropy (the monotonic rules).
+
+    `pending` follows the rules even without `include_next_token`: it is the boundary that the next
+    byte's arrival makes.
     """
     pending: jax.Array
     last_start: jax.Array
     count: jax.Array
     prev_space: jax.Array
+    prev_entropy: jax.Array
 
 
 def initial_carry(batch: int) -> PatchCarry:
     """Before byte 0: byte 0 begins patch 0."""
     return PatchCarry(jnp.ones((batch,), bool), jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), jnp.int32),
-                      jnp.zeros((batch,), bool))
+                      jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
+
+
+def rule_name(patching) -> str:
+    """The entropy rule of a `model.patching` node in words: `global`, `monotonic` or
+    `global+monotonic` (threshold_add set)."""
+    if patching.monotonicity:
+        return "monotonic"
+    return "global" if patching.threshold_add is None else "global+monotonic"
+
+
+def entropy_rule(patching, entropies: jax.Array, t: jax.Array, prev: jax.Array) -> jax.Array:
+    """Whether position t `[batch, k]` begins a patch under Meta's entropy rules (module docstring),
+    given e[t-1] = entropies and e[t-2] = prev, both `[batch, k]`."""
+    if patching.monotonicity:
+        return (t == 2) | ((t >= 3) & (entropies - prev > patching.threshold))
+    if patching.threshold_add is not None:
+        rises = (entropies - prev > patching.threshold_add) & (entropies > patching.threshold)
+        return (t == 2) | ((t >= 4) & rises)
+    return entropies > patching.threshold
 
 
 def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.Array, valid: jax.Array,
@@ -150,7 +190,8 @@ def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.
     if patching.mode not in ("entropy", "static", "space"):
         raise ValueError(f"unknown patching mode {patching.mode!r}; expected entropy, static or space")
     if patching.mode == "entropy":
-        raw = entropies > patching.threshold
+        prev = jnp.concatenate([carry.prev_entropy[:, None], entropies[:, :-1]], axis=1)
+        raw = entropy_rule(patching, entropies, t, prev)
     elif patching.mode == "static":
         raw = (t - 1) % patching.patch_size == 0
     else:
@@ -180,5 +221,7 @@ def next_starts(patching, ids: jax.Array, entropies: jax.Array | None, pos: jax.
 
     new = PatchCarry(pending=after(starts, carry.pending), last_start=after(last, last0),
                      count=count0 + starts.sum(axis=1, dtype=jnp.int32),
-                     prev_space=after(space_like(ids), carry.prev_space))
+                     prev_space=after(space_like(ids), carry.prev_space),
+                     prev_entropy=carry.prev_entropy if entropies is None else
+                     after(entropies.astype(jnp.float32), carry.prev_entropy))
     return starts, forced, new

@@ -24,7 +24,9 @@ class PatchView:
     entropies: float32 `[n]` or None. `entropies[i]` is the entropy (nats) of the entropy model's
       prediction of byte i from the bytes before it, so for i >= 1 byte i begins a patch when
       `entropies[i] > threshold` (or when `max_patch_length` forces a cut). None unless mode is entropy.
-    mode, threshold, patch_size, max_patch_length, max_patches: the patching that was applied.
+      (`rule` says which of Meta's entropy rules applies; see `hybrid_jax.model.patching`).
+    mode, threshold, patch_size, max_patch_length, max_patches, rule, threshold_add: the patching
+      that was applied.
     label: a short name for the view (checkpoint, threshold), for titles and compare mode.
     """
     data: bytes
@@ -35,6 +37,8 @@ class PatchView:
     patch_size: int
     max_patch_length: int
     max_patches: int = 0
+    rule: str = "global"
+    threshold_add: float | None = None
     label: str = ""
 
     @property
@@ -94,13 +98,18 @@ def patch_view(model, text: bytes | str, threshold=None, mode=None, patch_size=N
     return PatchView(data=data, starts=starts.astype(bool), entropies=ents, mode=cfg.mode,
                      threshold=float(cfg.threshold), patch_size=int(cfg.patch_size),
                      max_patch_length=int(cfg.max_patch_length),
-                     max_patches=int(cfg.get("max_patches", 0)), label=label)
+                     max_patches=int(cfg.get("max_patches", 0)), rule=patching.rule_name(cfg),
+                     threshold_add=cfg.threshold_add, label=label)
 
 
 def describe(view: PatchView) -> str:
     """The patching settings in a few words, e.g. `entropy, threshold 1.34, max 8`."""
     if view.mode == "entropy":
         what = f"entropy, threshold {view.threshold:.4g}"
+        if view.rule == "monotonic":
+            what = f"entropy, monotonic, rise threshold {view.threshold:.4g}"
+        elif view.rule != "global":
+            what += f", rise over {view.threshold_add:.4g}"
     elif view.mode == "static":
         what = f"static, patch_size {view.patch_size}"
     else:
