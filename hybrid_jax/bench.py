@@ -38,7 +38,6 @@ import time
 
 import jax
 import numpy as np
-from absl import flags
 
 from hybrid_jax import cli
 from hybrid_jax.config import ConfigError, validate
@@ -48,36 +47,37 @@ COMMANDS = ("train", "generate", "attention")
 
 
 def parse(argv):
-    """(command, config, options) from `train|generate --config FILE [--config.a.b=v ...] [options]`."""
-    argv = list(argv)
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise ConfigError("usage: python -m hybrid_jax.bench {train,generate,attention} --config FILE "
-                          "[--compare_hf] [--json]")
-    def define(fv):
-        flags.DEFINE_integer("steps", 5, "train: timed steps", flag_values=fv)
-        flags.DEFINE_integer("warmup", 2, "train: untimed steps after compilation", flag_values=fv)
-        flags.DEFINE_integer("new_bytes", 256, "generate: bytes to generate per prompt", flag_values=fv)
-        flags.DEFINE_list("contexts", ["256", "1024", "4096"], "generate: prompt lengths in bytes", flag_values=fv)
-        flags.DEFINE_integer("batch", 1, "generate: prompts per batch", flag_values=fv)
-        flags.DEFINE_string("ckpt", "", "generate: weights from this workdir / HF dir instead of random init",
-                            flag_values=fv)
-        flags.DEFINE_boolean("compare_hf", False, "also time Hugging Face BltForCausalLM (torch)", flag_values=fv)
-        flags.DEFINE_boolean("hf_first", False, "train --compare_hf: run all of HF's steps first, in a process that "
-                             "exits before JAX starts (for a model that does not fit one GPU twice; no step pairs)",
-                             flag_values=fv)
-        flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
-        flags.DEFINE_string("profile", "", "train: also trace --steps JAX steps into this directory and print "
-                            "where their time goes", flag_values=fv)
-        flags.DEFINE_string("cpu_devices", "auto", "train: CPU backend devices, auto (one, or the count the "
-                            "mesh names) or a count", flag_values=fv)
-    fv = cli.parse_config_flags([argv[0]] + argv[2:], define)
+    """(command, config, options) from `train|generate|attention --config FILE [--config.a.b=v ...] [options]`
+    (`argv[0]` is the program name)."""
+    p = cli.ArgumentParser(prog="hybrid-jax bench", description="Benchmarks: train step speed, cached "
+                           "generation and attention, optionally against Hugging Face.",
+                           example="hybrid-jax bench train --config configs/toy.py --compare_hf")
+    p.add_argument("command", choices=COMMANDS, help="what to time")
+    p.add_config()
+    p.add_argument("--steps", type=int, default=5, help="train: timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="train: untimed steps after compilation")
+    p.add_argument("--new_bytes", type=int, default=256, help="generate: bytes to generate per prompt")
+    p.add_argument("--contexts", default="256,1024,4096", help="generate: prompt lengths in bytes, comma-separated")
+    p.add_argument("--batch", type=int, default=1, help="generate: prompts per batch")
+    p.add_argument("--ckpt", default="", help="generate: weights from this workdir / HF dir instead of random init")
+    p.add_argument("--compare_hf", action="store_true", help="also time Hugging Face BltForCausalLM (torch)")
+    p.add_argument("--hf_first", action="store_true", help="train --compare_hf: run all of HF's steps first, in a "
+                   "process that exits before JAX starts (for a model that does not fit one GPU twice; no step pairs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", default="", help="train: also trace --steps JAX steps into this directory and "
+                   "print where their time goes")
+    p.add_argument("--cpu_devices", default="auto", help="train: CPU backend devices, auto (one, or the count the "
+                   "mesh names) or a count")
+    fv, cfg = p.parse_with_config(list(argv)[1:])
+    fv.config = cfg
+    fv.contexts = fv.contexts.split(",")
     if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:
         raise ConfigError("--steps, --new_bytes and --batch must be >= 1 and --warmup >= 0")
     try:
         fv.contexts = [int(c) for c in fv.contexts]
     except ValueError:
         raise ConfigError(f"--contexts must be integers, got {fv.contexts}") from None
-    return argv[1], fv.config, fv
+    return fv.command, fv.config, fv
 
 
 def random_batch(cfg, seed: int = 0) -> np.ndarray:

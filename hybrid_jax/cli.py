@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
@@ -23,51 +24,195 @@ def run(main, argv=None) -> int:
         return 2
 
 
-def parse_config_flags(argv, define=None):
-    """absl FlagValues holding `--config FILE` (a `get_config()` file, `--config.a.b=v` overrides) plus
-    whatever `define(flag_values)` adds. Usage errors and unknown config keys raise ConfigError."""
-    from absl import flags
-    from ml_collections import config_flags
+def load_config(path: str):
+    """The ConfigDict that `get_config()` of the Python file `path` returns; ConfigError otherwise."""
+    import importlib.util
+
+    import ml_collections
 
     from hybrid_jax.config import ConfigError
 
-    argv = list(argv)
-    fv = flags.FlagValues()
-    # sys_argv: which overrides to accept is read from these arguments, not from sys.argv.
-    config_flags.DEFINE_config_file("config", None, "Python config file (get_config()).", flag_values=fv,
-                                    lock_config=True, sys_argv=argv)
-    if define is not None:
-        define(fv)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"hybrid_jax_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
     try:
-        fv(argv)
-    except flags.Error as e:
-        raise ConfigError(_one_line(str(e))) from None
-    except (AttributeError, KeyError) as e:  # config_flags: an override of a key the config lacks
-        key = str(e).strip("\"' ").split("'")[0]
-        paths = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
-        bad = next((p for p in paths if key in p.split(".")), key)
-        raise ConfigError(f"unknown config key {bad!r}") from None
-    except Exception as e:  # noqa: BLE001 (the config file's get_config() raised)
-        raise ConfigError(f"--config: get_config() raised {type(e).__name__}: {e}") from None
-    if fv.config is None:
-        raise ConfigError("--config is required (e.g. --config configs/toy.py)")
-    try:  # a file that failed to load is a placeholder object that raises on first use
-        fv.config.keys()
+        spec.loader.exec_module(module)
+        cfg = module.get_config()
     except Exception as e:  # noqa: BLE001 (whatever the config file raised)
-        raise ConfigError(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}") from None
-    return fv
+        raise ConfigError(f"--config {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"--config {path}: get_config() returned {type(cfg).__name__}, not a ConfigDict")
+    return cfg
 
 
-def _one_line(message: str) -> str:
-    """The first line of a flag error, with its innermost cause when the rest is a traceback or a list
-    of attempted paths (e.g. `... config file: TypeError: get_config() takes 0 positional arguments`)."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    first, last = lines[0], lines[-1]
-    return first if len(lines) == 1 else f"{first.rstrip(':')}: {last}"
+def _node_and_leaf(cfg, path: str):
+    """(parent node, leaf key) of the dotted `path` in `cfg`; ConfigError naming an unknown key."""
+    import difflib
+
+    import ml_collections
+
+    from hybrid_jax.config import ConfigError
+
+    node, keys = cfg, path.split(".")
+    for i, key in enumerate(keys):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            here = ".".join(keys[:i]) or "the config"
+            close = difflib.get_close_matches(key, list(node.keys()) if isinstance(node, ml_collections.ConfigDict)
+                                              else [], n=1)
+            hint = f" (did you mean {'.'.join(keys[:i] + close)!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {path!r}: {here} has no {key!r}{hint}")
+        if i < len(keys) - 1:
+            node = node[key]
+    if isinstance(node[keys[-1]], ml_collections.ConfigDict):
+        raise ConfigError(f"config key {path!r} is a group of keys; set one of them (e.g. --config.{path}."
+                          f"{next(iter(node[keys[-1]].keys()), 'x')}=...)")
+    return node, keys[-1]
+
+
+def _parse_value(path: str, kind: type, text: str):
+    """`text` from the command line as a value of `kind` (the key's type in the config)."""
+    import ast
+
+    from hybrid_jax.config import ConfigError
+
+    def bad():
+        return ConfigError(f"config key {path!r} expects {kind.__name__}, got {text!r}")
+
+    if kind is bool:
+        word = text.strip().lower()
+        if word not in ("true", "false", "1", "0", "yes", "no"):
+            raise bad()
+        return word in ("true", "1", "yes")
+    if kind is str:
+        return text
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise bad() from None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if kind is object:  # a key without a type yet (None): keep the text
+            return text
+        raise bad() from None
+    if kind in (tuple, list):
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return value
+
+
+def apply_override(cfg, path: str, text: str) -> None:
+    """Set `--config.PATH=TEXT` into `cfg`, parsed by the type the key has there."""
+    import ml_collections
+
+    from hybrid_jax.config import ConfigError, update_strict
+
+    node, leaf = _node_and_leaf(cfg, path)
+    ref = node._fields.get(leaf)  # a typed placeholder (None until set) keeps its type here
+    kind = ref.get_type() if isinstance(ref, ml_collections.FieldReference) else type(node[leaf])
+    if isinstance(ref, ml_collections.FieldReference) and text.strip().lower() in ("none", "null"):
+        value = None
+    elif node[leaf] is None and not isinstance(ref, ml_collections.FieldReference):
+        value = _parse_value(path, object, text)
+    else:
+        value = _parse_value(path, kind, text)
+    tree = value
+    for key in reversed(path.split(".")):
+        tree = {key: tree}
+    try:
+        update_strict(cfg, tree)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace(f"config key {path.split('.', 1)[-1]!r}", f"config key {path!r}")) from None
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option's help; descriptions and the example keep their line breaks."""
+
+
+CONFIG_HELP = ("Python file whose get_config() returns the run's ConfigDict; set any key of it with "
+               "--config.KEY.SUBKEY=VALUE (parsed as the key's type)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors raise ValueError, so `run` reports them in one line with exit code 2."""
+    """argparse for every command: usage errors raise ValueError (so `run` reports them in one line with
+    exit code 2), `--help` shows each option's default and an `example` command line, and
+    `parse_with_config` adds `--config FILE` with `--config.a.b=v` overrides."""
+
+    def __init__(self, *args, example: str | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        if example:
+            kwargs["epilog"] = f"example:\n  {example}"
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise ValueError(message)
+
+    def add_config(self, required: bool = True) -> None:
+        self.add_argument("--config", required=required, metavar="FILE", help=CONFIG_HELP)
+
+    def parse_with_config(self, argv):
+        """(args, config or None): the options, and `--config`'s ConfigDict with every override applied."""
+        from hybrid_jax.config import ConfigError
+
+        args, rest = self.parse_known_args(argv)
+        overrides, i = [], 0
+        while i < len(rest):
+            arg = rest[i]
+            if not arg.startswith("--config."):
+                self.error(f"unrecognized arguments: {' '.join(rest[i:])}")
+            key, eq, value = arg[len("--config."):].partition("=")
+            if not eq:
+                if i + 1 == len(rest):
+                    raise ConfigError(f"{arg} needs a value ({arg}=VALUE)")
+                i, value = i + 1, rest[i + 1]
+            overrides.append((key, value))
+            i += 1
+        cfg = load_config(args.config) if getattr(args, "config", None) else None
+        if overrides and cfg is None:
+            raise ConfigError("--config.KEY=VALUE overrides need --config FILE")
+        for key, value in overrides:
+            apply_override(cfg, key, value)
+        return args, cfg
+
+
+# `hybrid-jax NAME ...` runs the module as `python -m MODULE ...` does.
+COMMANDS = {
+    "train": ("hybrid_jax.train", "train a BLT or a Coconut run; re-running resumes the workdir"),
+    "generate": ("hybrid_jax.generate", "generate bytes from a checkpoint (cached, streaming, sampling)"),
+    "evaluate": ("hybrid_jax.evaluate", "bits per byte on text, or answer accuracy on Coconut data"),
+    "inspect": ("hybrid_jax.inspect", "show how a model cuts a text into patches"),
+    "convert": ("hybrid_jax.convert", "Hugging Face BLT <-> hybrid_jax workdir"),
+    "estimate": ("hybrid_jax.estimate", "parameters, FLOPs and memory of a config, without allocating it"),
+    "bench": ("hybrid_jax.bench", "train-step, generation and attention benchmarks"),
+    "prosqa": ("hybrid_jax.data.prosqa", "write ProsQA-style latent-reasoning data"),
+    "launch": ("hybrid_jax.launch.local", "N local processes of one multi-process training run"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: hybrid-jax COMMAND [ARGS ...]   (hybrid-jax COMMAND --help: its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "example:", "  hybrid-jax train --config configs/toy.py --workdir runs/toy"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """The `hybrid-jax` console script: dispatch to the command's module."""
+    import runpy
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    sys.argv = [f"hybrid-jax {name}", *rest]
+    try:
+        runpy.run_module(COMMANDS[name][0], run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0

@@ -20,7 +20,6 @@ import sys
 import time
 
 import jax
-from absl import flags
 
 from hybrid_jax import cli
 from hybrid_jax.config import d_ff, validate
@@ -121,14 +120,17 @@ def compiled_memory(cfg) -> dict:
 
 
 def main(argv=None) -> int:
-    def define(fv):
-        flags.DEFINE_integer("devices", 0, "devices to plan for (0: the count the mesh names, e.g. "
-                             "--config.mesh.fsdp=8, else the devices JAX sees)", flag_values=fv)
-        flags.DEFINE_boolean("compile", False, "also compile the train step and print XLA's memory analysis",
-                             flag_values=fv)
-        flags.DEFINE_boolean("json", False, "print one JSON object", flag_values=fv)
-    fv = cli.parse_config_flags(sys.argv if argv is None else argv, define)
-    cfg = fv.config
+    p = cli.ArgumentParser(prog="hybrid-jax estimate",
+                           description="Parameters, training FLOPs per byte and memory per device of a config, "
+                                       "computed without allocating the model.",
+                           example="hybrid-jax estimate --config configs/model_1b.py --config.mesh.fsdp=8")
+    p.add_config()
+    p.add_argument("--devices", type=int, default=0, help="devices to plan for (0: the count the mesh names, "
+                   "e.g. --config.mesh.fsdp=8, else the devices JAX sees)")
+    p.add_argument("--compile", action="store_true",
+                   help="also compile the train step and print XLA's memory analysis")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    fv, cfg = p.parse_with_config(list(sys.argv if argv is None else argv)[1:])
     n = fv.devices or named_devices(cfg.mesh)
     if fv.compile and n:  # on CPU, compile for a mesh this machine lacks (compiled, never run)
         offer_cpu_devices(n)  # if it cannot, the device check below says what is wrong

@@ -26,23 +26,26 @@ DEFAULT_SEQ_LEN = 512
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="python -m hybrid_jax.evaluate", description="Evaluate a BLT checkpoint.")
+    p = cli.ArgumentParser(prog="hybrid-jax evaluate", description="Evaluate a BLT checkpoint.",
+                           example="hybrid-jax evaluate bpb --ckpt runs/toy --data 'held_out/*.txt'")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bpb", help="bits per byte on text files")
+    b = sub.add_parser("bpb", help="bits per byte on text files",
+                       example="hybrid-jax evaluate bpb --ckpt runs/toy --data 'held_out/*.txt'")
     b.add_argument("--ckpt", required=True, help="workdir, checkpoints/<step> dir or HF BLT dir")
     b.add_argument("--data", required=True, help="glob of .txt / .jsonl / .array_record files")
     b.add_argument("--text_field", default="text", help="JSONL field holding the document")
     b.add_argument("--limit_bytes", type=int, default=0, help="score at most this many bytes (0: all)")
     b.add_argument("--seq_len", type=int, default=0, help="window length (default: the run's data.seq_len)")
-    b.add_argument("--batch_size", type=int, default=8)
+    b.add_argument("--batch_size", type=int, default=8, help="windows per device call")
     b.add_argument("--json", action="store_true", help="print one JSON object")
-    q = sub.add_parser("qa", help="answer accuracy on Coconut-format JSON (latent reasoning)")
+    q = sub.add_parser("qa", help="answer accuracy on Coconut-format JSON (latent reasoning)",
+                       example="hybrid-jax evaluate qa --ckpt runs/prosqa --data data/prosqa/prosqa_valid.json")
     q.add_argument("--ckpt", required=True, help="workdir or checkpoints/<step> dir of a coconut run")
     q.add_argument("--data", required=True, help="Coconut-format JSON file (question, steps, answer)")
     q.add_argument("--mode", default="", help="coconut, cot, no-cot, pause or no-curriculum (default: the run's)")
     q.add_argument("--latent_steps", type=int, default=-1, help="thoughts per question (default: as trained)")
     q.add_argument("--limit", type=int, default=0, help="score the first N questions (0: all)")
-    q.add_argument("--batch_size", type=int, default=16)
+    q.add_argument("--batch_size", type=int, default=16, help="questions per device call")
     q.add_argument("--max_new_bytes", type=int, default=0, help="decoding budget (default: the run's)")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)

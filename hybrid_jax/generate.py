@@ -207,15 +207,16 @@ class Utf8Stream:
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="python -m hybrid_jax.generate", description="Generate bytes from a BLT.")
+    p = cli.ArgumentParser(prog="hybrid-jax generate", description="Generate bytes from a BLT.",
+                           example="hybrid-jax generate --ckpt runs/toy --prompt 'def main(' --max_new_bytes 200")
     p.add_argument("--ckpt", required=True, help="training workdir, checkpoints/<step> dir, or Hugging Face BLT dir")
     p.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
     p.add_argument("--prompt_file", help="a file whose whole text is one more prompt")
-    p.add_argument("--max_new_bytes", type=int, default=256)
+    p.add_argument("--max_new_bytes", type=int, default=256, help="bytes to generate per prompt")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=0, help="keep the k most likely ids (0 = all)")
     p.add_argument("--top_p", type=float, default=1.0, help="nucleus mass (1 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--context", type=int, default=0, help="max bytes per sequence (0 = the checkpoint's)")
     p.add_argument("--latent_steps", type=int, default=0,
                    help="Coconut models: continuous thoughts after <bot>, before <eot> (0 = none)")

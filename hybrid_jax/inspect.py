@@ -28,7 +28,8 @@ def ckpt_name(path: str) -> str:
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="python -m hybrid_jax.inspect",
+    p = cli.ArgumentParser(prog="hybrid-jax inspect",
+                example="hybrid-jax inspect --ckpt runs/toy --text 'def main():' --out patches.png",
                 description="Show how a BLT cuts a text into patches: terminal, PNG and HTML.")
     p.add_argument("--ckpt", required=True, help="hybrid_jax workdir, checkpoints/<step> dir or HF BLT dir")
     src = p.add_mutually_exclusive_group(required=True)

@@ -1,5 +1,5 @@
-"""Training logs: `metrics.jsonl` (one JSON object per logged step), TensorBoard events in `tb/`, and a
-progress line on a terminal. Only the writing process (process 0) creates any of them."""
+"""Training logs: `metrics.jsonl` (one JSON object per logged step), TensorBoard events in `tb/`, and
+progress on stdout (a bar on a terminal, a line per logged step elsewhere). Only the writing process (process 0) creates any of them."""
 
 from __future__ import annotations
 
@@ -9,26 +9,43 @@ import sys
 import time
 
 
-class Progress:
-    """One self-rewriting line: step, loss, bytes/s, ETA. Silent when stdout is not a terminal."""
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.start = total, enabled and sys.stdout.isatty(), time.time()
+
+class Progress:
+    """Training progress: a rich progress bar on a terminal; elsewhere (a log file, SLURM, a pod) one
+    plain line per logged step: step, loss, bytes/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.total, self.enabled, self.start = total, enabled, time.time()
+        self.stream = stream or sys.stdout
+        self.bar = None
+        if enabled and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+            self.bar = Bar(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                           console=Console(file=self.stream))
+            self.task = self.bar.add_task("train", total=total, stats="")
+            self.bar.start()
 
     def update(self, step: int, loss: float, bytes_per_sec: float, first_step: int) -> None:
         if not self.enabled:
             return
-        done = step - first_step
-        eta = (time.time() - self.start) / max(done, 1) * (self.total - step)
-        width = 30
-        filled = int(width * step / self.total)
-        sys.stdout.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
-                         f"loss {loss:.4f}  {bytes_per_sec:,.0f} B/s  ETA {eta:4.0f}s ")
-        sys.stdout.flush()
+        stats = f"loss {loss:.4f}  {bytes_per_sec:,.0f} bytes/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=stats)
+            return
+        eta = (time.time() - self.start) / max(step - first_step, 1) * (self.total - step)
+        print(f"step {step}/{self.total}  {stats}  ETA {_duration(eta)}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stdout.write("\n")
+        if self.bar is not None:
+            self.bar.stop()
 
 
 class MetricsWriter:

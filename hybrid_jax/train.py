@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import flags
 from jax.sharding import NamedSharding
 
 from hybrid_jax import cli, distributed, host_memory, profiling
@@ -32,18 +31,22 @@ from hybrid_jax.step import LN2, Steps, compile_steps, initial_state
 
 
 def parse(argv):
-    """(config, workdir, coordinator, num_processes, process_id, cpu_devices) from the command line."""
-    def define(fv):
-        flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
-        flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0 for multi-process runs.", flag_values=fv)
-        flags.DEFINE_integer("num_processes", 1, "Processes in a multi-process run.", flag_values=fv)
-        flags.DEFINE_integer("process_id", 0, "This process's index.", flag_values=fv)
-        flags.DEFINE_string("cpu_devices", "auto", "CPU backend devices: auto (one, or the count a mesh "
-                            "without -1 names) or a count.", flag_values=fv)
-    fv = cli.parse_config_flags(argv, define)
-    if not fv.workdir:
-        raise ConfigError("--workdir is required")
-    return fv.config, fv.workdir, fv.coordinator, fv.num_processes, fv.process_id, fv.cpu_devices
+    """(config, workdir, coordinator, num_processes, process_id, cpu_devices) from the command line
+    (`argv[0]` is the program name)."""
+    p = cli.ArgumentParser(prog="hybrid-jax train",
+                           description="Train a BLT (or a Coconut run) on a mesh; re-running the same command "
+                                       "resumes from the latest checkpoint.",
+                           example="hybrid-jax train --config configs/toy.py --workdir runs/toy "
+                                   "--config.train.steps=200")
+    p.add_config()
+    p.add_argument("--workdir", required=True, help="run directory (config, checkpoints, metrics)")
+    p.add_argument("--coordinator", default="", help="HOST:PORT of process 0 for multi-process runs")
+    p.add_argument("--num_processes", type=int, default=1, help="processes in a multi-process run")
+    p.add_argument("--process_id", type=int, default=0, help="this process's index")
+    p.add_argument("--cpu_devices", default="auto",
+                   help="CPU backend devices: auto (one, or the count a mesh without -1 names) or a count")
+    args, cfg = p.parse_with_config(list(argv)[1:])
+    return cfg, args.workdir, args.coordinator, args.num_processes, args.process_id, args.cpu_devices
 
 
 def local_rows(sharding: NamedSharding, shape: tuple) -> slice:
@@ -161,6 +164,8 @@ def train(cfg, workdir: str, devices=None) -> list[dict]:
     tracer = step_tracer(workdir, t, start)
     if main and start:
         print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+    if main:
+        print(f"compiling the train step, then training steps {start + 1}-{t.steps}", file=sys.stderr)
     for step in range(start, t.steps):
         batch = jax.make_array_from_process_local_data(b_sh, next(data_iter), shape)
         tracer.before(step)

@@ -102,7 +102,7 @@ def test_bench_profile_to_unwritable_dir_is_one_line_before_timing(capsys, tmp_p
 def test_bench_bad_usage_is_one_line(capsys):
     rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
     _, err = capsys.readouterr()
-    assert rc == 2 and err.startswith("error: usage:") and err.count("\n") == 1
+    assert rc == 2 and "invalid choice: 'serve'" in err and err.count("\n") == 1
 
 
 def test_bench_generate_prints_json_with_hf_ratio(capsys):

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from hybrid_jax.cli import parse_config_flags
+from hybrid_jax.cli import ArgumentParser
 from hybrid_jax.config import ConfigError, model_config, model_from_dict, validate_model
 from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
 
@@ -73,13 +73,47 @@ def test_export_refuses_what_hf_cannot_express():
 
 
 @pytest.mark.parametrize("path,msg", [
-    ("configs/no_such_config.py", r"^cannot load --config: \[Errno 2\] No such file or directory"),
-    ("{root}/configs/toy.py:extra_arg", "get_config\\(\\) takes 0 positional arguments"),
-    ("{raising}", r"^--config: get_config\(\) raised RuntimeError: broken config$"),
+    ("configs/no_such_config.py", r"^--config configs/no_such_config.py: no such file$"),
+    ("{returns}", "get_config\\(\\) returned dict, not a ConfigDict"),
+    ("{raising}", r"^--config .*raising.py: RuntimeError: broken config$"),
 ])
 def test_config_file_errors_are_one_line(tmp_path, path, msg):
     raising = tmp_path / "raising.py"
     raising.write_text("def get_config():\n    raise RuntimeError('broken config')\n")
+    returns = tmp_path / "returns.py"
+    returns.write_text("def get_config():\n    return {'a': 1}\n")
     with pytest.raises(ConfigError, match=msg) as err:
-        parse_config_flags(["prog", "--config", path.format(raising=raising, root=ROOT)])
+        config_parser().parse_with_config(["--config", path.format(raising=raising, returns=returns)])
     assert "\n" not in str(err.value)
+
+
+def config_parser():
+    p = ArgumentParser(prog="prog")
+    p.add_config()
+    return p
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("--config.train.stepz=3", r"^unknown config key 'train.stepz': train has no 'stepz' \(did you mean 'train.steps'\?\)$"),
+    ("--config.trian.steps=3", r"^unknown config key 'trian.steps': the config has no 'trian'"),
+    ("--config.train.steps=many", r"^config key 'train.steps' expects int, got 'many'$"),
+    ("--config.checkpoint.async_save=maybe", "expects bool, got 'maybe'"),
+    ("--config.train=3", "is a group of keys"),
+    ("--config.train.steps", r"needs a value"),
+])
+def test_override_errors_name_the_key(override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        config_parser().parse_with_config(["--config", os.path.join(ROOT, "configs", "tiny.py"), override])
+
+
+def test_overrides_parse_by_the_keys_type():
+    _, cfg = config_parser().parse_with_config([
+        "--config", os.path.join(ROOT, "configs", "tiny.py"), "--config.train.steps=7", "--config.train.lr", "1e-3",
+        "--config.model.hash.group_sizes=3,4", "--config.checkpoint.async_save=False",
+        "--config.model.patching.threshold_add=0.25", "--config.data.train=a b.txt"])
+    assert cfg.train.steps == 7 and cfg.train.lr == 1e-3 and cfg.model.hash.group_sizes == (3, 4)
+    assert cfg.checkpoint.async_save is False and cfg.model.patching.threshold_add == 0.25
+    assert cfg.data.train == "a b.txt"
+    _, cfg = config_parser().parse_with_config(["--config", os.path.join(ROOT, "configs", "tiny.py"),
+                                                "--config.model.patching.threshold_add=None"])
+    assert cfg.model.patching.threshold_add is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -10,15 +9,18 @@ from hybrid_jax import cli
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m hybrid_jax.convert",
-                                description="Convert BLT weights between Hugging Face and hybrid_jax.")
+    p = cli.ArgumentParser(prog="hybrid-jax convert",
+                           description="Convert BLT weights between Hugging Face and hybrid_jax.",
+                           example="hybrid-jax convert from-hf path/to/blt-hf --out runs/blt")
     sub = p.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("from-hf", help="Hugging Face BLT directory -> hybrid_jax workdir (Orbax step 0)")
-    a.add_argument("hf_dir")
+    a = sub.add_parser("from-hf", help="Hugging Face BLT directory -> hybrid_jax workdir (Orbax step 0)",
+                       example="hybrid-jax convert from-hf path/to/blt-hf --out runs/blt")
+    a.add_argument("hf_dir", help="Hugging Face BLT directory (config.json + safetensors)")
     a.add_argument("--out", required=True, help="workdir to create")
     a.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    b = sub.add_parser("to-hf", help="hybrid_jax workdir or checkpoint step -> Hugging Face directory")
-    b.add_argument("ckpt")
+    b = sub.add_parser("to-hf", help="hybrid_jax workdir or checkpoint step -> Hugging Face directory",
+                       example="hybrid-jax convert to-hf runs/toy --out exported/toy-hf --strict")
+    b.add_argument("ckpt", help="hybrid_jax workdir or checkpoints/<step> directory")
     b.add_argument("--out", required=True, help="Hugging Face directory to create")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     b.add_argument("--step", type=int, help="checkpoint step of a workdir (default: the latest)")

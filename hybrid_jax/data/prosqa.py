@@ -157,12 +157,13 @@ def generate(n: int, seed: int, recipe: Recipe = Recipe(), exclude: set[str] | N
 
 
 def main(argv=None) -> int:
-    p = cli.ArgumentParser(prog="python -m hybrid_jax.data.prosqa", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="hybrid-jax prosqa", description=__doc__.splitlines()[0],
+                           example="hybrid-jax prosqa --out data/prosqa --tiny")
     p.add_argument("--out", required=True, help="directory for prosqa_{train,valid,test}.json")
-    p.add_argument("--n_train", type=int, default=17886)
-    p.add_argument("--n_valid", type=int, default=300)
-    p.add_argument("--n_test", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n_train", type=int, default=17886, help="training examples")
+    p.add_argument("--n_valid", type=int, default=300, help="validation examples")
+    p.add_argument("--n_test", type=int, default=500, help="test examples")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--tiny", action="store_true", help="short names, 2-3 hops, small graphs (CPU tests)")
     p.add_argument("--micro", action="store_true", help="short names, 2 hops, 6-8 nodes (CPU learning runs)")
     p.add_argument("--nano", action="store_true",

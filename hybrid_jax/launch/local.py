@@ -51,14 +51,16 @@ def launch(args: list[str], processes: int, devices_per_process: int, module: st
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--" not in argv:
-        raise ValueError("usage: python -m hybrid_jax.launch.local --processes N --devices_per_process K -- TRAIN_ARGS")
-    split = argv.index("--")
-    p = cli.ArgumentParser(prog="python -m hybrid_jax.launch.local")
-    p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--devices_per_process", type=int, default=4)
+    split = argv.index("--") if "--" in argv else len(argv)
+    p = cli.ArgumentParser(prog="hybrid-jax launch", description=__doc__.splitlines()[0],
+                           example="hybrid-jax launch --processes 2 --devices_per_process 4 -- "
+                                   "--config configs/tiny.py --workdir runs/mp")
+    p.add_argument("--processes", type=int, default=2, help="processes to start")
+    p.add_argument("--devices_per_process", type=int, default=4, help="fake CPU devices in each")
     p.add_argument("--module", default="hybrid_jax.train", help="module to run in every process")
     opts = p.parse_args(argv[:split])
+    if split == len(argv):
+        raise ValueError("give the train arguments after --, e.g. -- --config configs/tiny.py --workdir runs/mp")
     return launch(argv[split + 1:], opts.processes, opts.devices_per_process, opts.module)
 
 

@@ -52,8 +52,3 @@ def global_with_thoughts(global_transformer, patch_embeds: jax.Array, is_latent:
     for _ in range(passes - 1):
         outputs = global_transformer.run(feed_back(embedded, outputs, is_latent))
     return outputs
-
-
-def count_latents(ids) -> jax.Array:
-    """int32 `[batch]`: `<latent>` ids per row."""
-    return jnp.sum(jnp.asarray(ids) == LATENT_ID, axis=-1)
