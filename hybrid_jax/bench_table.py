@@ -1,4 +1,5 @@
-"""A Markdown table of `bench train --json` results, one row per run, in the README's columns.
+"""A Markdown table of `bench train --json` results, one row per run, in the columns of the GPU table in
+docs/results/2026-11-27-gpu.md.
 
   python -m hybrid_jax.bench_table DIR NAME...   # reads DIR/NAME.json (what launch/gpu_bench.sh writes)
 """

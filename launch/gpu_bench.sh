@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's one-GPU measurements in one go. Each `bench train` run gets its own timeout; its JSON
-# goes to OUT/NAME.json and its log to OUT/NAME.log. A run that fails or times out is reported and the
-# next one starts. A table of all runs is printed at the end.
+# The one-GPU measurements of docs/results/2026-11-27-gpu.md in one go. Each `bench train` run gets its
+# own timeout; its JSON goes to OUT/NAME.json and its log to OUT/NAME.log. A run that fails or times out
+# is reported and the next one starts. A table of all runs is printed at the end.
 #   launch/gpu_bench.sh                                  # every run, in the order below, into runs/gpu_bench
 #   RUNS="1b 1b_hf" launch/gpu_bench.sh /tmp/bench      # some of them
 # PY picks the python (default .venv/bin/python); it needs requirements.txt with jax[cuda], and torch +

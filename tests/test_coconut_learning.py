@@ -4,8 +4,8 @@ answer): one epoch at each of stages 0, 1, 2, then one with both steps replaced 
 thoughts (372 steps of 32). It runs as a user would, `python -m hybrid_jax.train` in a process of its
 own with one CPU device (~3.5 minutes on 2 cores; inside pytest's 8-device client the same steps took
 1.26x as long). `evaluate qa` on 200 held-out questions must beat the coin flip between the two named
-options (0.5) clearly: >= 0.6, which a coin reaches with probability ~0.3 %. The README's table has
-the longer runs of every mode.
+options (0.5) clearly: >= 0.6, which a coin reaches with probability ~0.3 %. The longer runs of every
+mode are in docs/results/2026-11-27-cpu.md (usage: docs/coconut.md).
 """
 
 import json

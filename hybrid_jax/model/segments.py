@@ -27,7 +27,7 @@ def segment_max_sorted(x: jax.Array, seg: jax.Array, num_segments: int, method: 
     read at the segment's last element. `scatter`: `jax.ops.segment_max`, an atomic scatter-max, which
     a GPU runs as a compare-and-swap loop: every byte of one long segment (the last patch takes all
     bytes past `max_patches`) retries on the same addresses (on an H200, two scatter kernels took 91 %
-    of a 1B-model train step; README, "Measured on one GPU"). On a CPU the scatter is a plain loop
+    of a 1B-model train step; docs/results/2026-11-27-gpu.md). On a CPU the scatter is a plain loop
     and the faster (toy train step 524 vs 624-684 ms with the scan), so `auto` picks it there and the
     scan elsewhere.
     """

@@ -13,7 +13,7 @@ from hybrid_jax.model.layers import RMSNorm, SwiGLU, rope_tables
 
 # Cheap to recompute in the backward pass (memory-bound, fused into the kernels that need them), and in a
 # scan the costly part to keep: each kept value is written to a stacked [layers, ...] buffer and copied
-# back out per layer (README, "Measured on one GPU").
+# back out per layer (docs/results/2026-11-27-gpu.md).
 _ELEMENTWISE = {"convert_element_type", "mul", "add", "sub", "div", "neg", "exp", "logistic", "tanh", "rsqrt",
                 "sqrt", "integer_pow", "square", "max", "min", "select_n", "concatenate", "broadcast_in_dim",
                 "reshape", "squeeze", "expand_dims"}
