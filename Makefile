@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow train clean
+.PHONY: setup test test-fast test-slow train clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 -m "not slow and not integration"
 
 test-slow: setup
 	$(PY) -m pytest -q -n 2 -m slow

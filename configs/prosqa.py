@@ -10,7 +10,7 @@ stage, batch 32) on a BLT trained from scratch (the paper fine-tunes a pretraine
 learning rate here is higher). ProsQA examples are up to ~1480 bytes; space patching makes ~4.5-byte
 word patches, so 448 global positions hold every example with its 6 thoughts. Untested at this size
 (no GPU was available when it was written): check throughput and memory first. Note that
-`hybrid_jax.estimate` counts one global pass; coconut mode runs the global transformer 7 times.
+`hybrid-jax estimate` counts one global pass; coconut mode runs the global transformer 7 times.
 """
 
 import ml_collections

@@ -158,6 +158,9 @@ def default_config() -> ml_collections.ConfigDict:
             weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0,
             est_loss_weight=1.0,  # weight of the entropy model's next-byte loss when trained online
             log_every=10,
+            # parameters of a pretrained model to fine-tune: a workdir, WORKDIR@STEP, a step directory or
+            # a Hugging Face BLT directory; its model config replaces `model` (see docs/training.md)
+            init_from="",
             peak_tflops=0.0,  # per-device peak for MFU; 0 = look up the device kind
             # jax.profiler trace of steps profile_start .. profile_start + profile_steps - 1 of this run
             # (counted from its first step, which compiles) into WORKDIR/profile; 0 steps = off

@@ -60,8 +60,8 @@ def test_own_keys_equal_masked_attention():
 @pytest.mark.parametrize("t,window,block,kv_heads", [
     (13, 0, 4, 2),   # several blocks, the last one short, GQA
     (13, 5, 4, 4),   # sliding window narrower than a block's reach: keys before the band are skipped
-    (16, 3, 16, 2),  # one block
-    (9, 20, 4, 4),   # window longer than the sequence
+    pytest.param(16, 3, 16, 2, marks=pytest.mark.slow),  # one block
+    pytest.param(9, 20, 4, 4, marks=pytest.mark.slow),   # window longer than the sequence
 ])
 def test_blocked_causal_equals_masked_attention(t, window, block, kv_heads):
     q, k, v = _qkv(jax.random.key(3), 2, t, t, 4, kv_heads, 8)

@@ -1,9 +1,14 @@
-"""`hybrid_jax.bench train|generate|attention`: smoke runs on the tiny config print well-formed numbers."""
+"""`benchmarks.bench train|generate|attention`: smoke runs on the tiny config print well-formed numbers."""
 
 import json
 import os
 
-from hybrid_jax import bench, cli
+import pytest
+
+from benchmarks import bench
+from hybrid_jax import cli
+
+pytestmark = pytest.mark.slow  # benchmark smoke runs (they compile and time the train step, with Hugging Face)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,6 +9,8 @@ import pytest
 
 from hybrid_jax import cli
 
+pytestmark = pytest.mark.integration
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELP = [[name] for name in cli.COMMANDS] + [["evaluate", "bpb"], ["evaluate", "qa"], ["convert", "from-hf"],
                                              ["convert", "to-hf"]]
@@ -55,7 +57,7 @@ def test_progress_is_a_line_per_log_off_a_terminal_and_a_bar_on_one():
     import io
     import re
 
-    from hybrid_jax.metrics import Progress
+    from hybrid_jax.training.metrics import Progress
 
     log = io.StringIO()
     p = Progress(total=1000, enabled=True, stream=log)

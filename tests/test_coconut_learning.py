@@ -10,11 +10,16 @@ mode are in docs/results/2026-11-27-cpu.md (usage: docs/coconut.md).
 
 import json
 import os
+
+import pytest
 import subprocess
 import sys
 
-from hybrid_jax import cli, evaluate
+from hybrid_jax import cli
+from hybrid_jax.cli import evaluate
 from hybrid_jax.data import prosqa
+
+pytestmark = pytest.mark.slow  # one Coconut learning run of several minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,10 +9,12 @@ import jax
 import pytest
 
 from hybrid_jax.data import prosqa
-from hybrid_jax.metrics import read_metrics
-from hybrid_jax.train import train
+from hybrid_jax.training import train
+from hybrid_jax.training.metrics import read_metrics
 
 from train_helpers import load_config, losses
+
+pytestmark = pytest.mark.integration
 
 # Smaller than prosqa.TINY: <= 200-byte examples, two-hop proofs.
 MICRO = prosqa.Recipe(concepts=(3, 4), people=(2, 2), hops=(2, 2), out_degree=(1, 1), short_names=True)
@@ -84,7 +86,8 @@ def test_resume_across_a_stage_change_is_exact(run, capsys):
 
 
 def evaluate_qa(*args):
-    from hybrid_jax import cli, evaluate
+    from hybrid_jax import cli
+    from hybrid_jax.cli import evaluate
     return cli.run(evaluate.main, ["qa", *args])
 
 

@@ -1,20 +1,13 @@
-import importlib.util
 import os
 
 import pytest
 
 from hybrid_jax.cli import ArgumentParser
 from hybrid_jax.config import ConfigError, model_config, model_from_dict, validate_model
-from hybrid_jax.convert.hf_config import hf_config_from_model, model_config_from_hf
+from hybrid_jax.storage.hf.config import hf_config_from_model, model_config_from_hf
+from train_helpers import load_config as load
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
 
 
 @pytest.mark.parametrize("name", ["toy", "blt_1b_hf"])

@@ -14,6 +14,8 @@ transformers = pytest.importorskip("transformers")
 from hf_helpers import hf_logits, random_hf_model, random_ids  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 
 def convert(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -133,8 +135,9 @@ def test_corrupt_workdir_and_safetensors(hf_dir, tmp_path):
     assert_one_line_error(convert("from-hf", broken, "--out", str(tmp_path / "w")), "model.safetensors")
 
 
+@pytest.mark.slow  # a second conversion of the HF model
 def test_from_hf_api_reads_sharded_index(hf_dir, tmp_path):
-    from hybrid_jax.convert import from_hf
+    from hybrid_jax.storage.hf import from_hf
     tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
     names = sorted(tensors)
     half = len(names) // 2
@@ -154,7 +157,7 @@ def test_from_hf_api_reads_sharded_index(hf_dir, tmp_path):
 
 def test_import_sets_include_next_token_as_hf_runs(tmp_path):
     """HF drops the patch after the last byte under max_patch_length: the import says so in its config."""
-    from hybrid_jax.convert import from_hf
+    from hybrid_jax.storage.hf import from_hf
     for name, want in (("maxlen", False), ("gqa", True)):
         d = str(tmp_path / name)
         random_hf_model(name, seed=2).save_pretrained(d)
@@ -165,9 +168,9 @@ def test_import_sets_include_next_token_as_hf_runs(tmp_path):
 def test_to_hf_warns_where_hf_differs_and_strict_refuses(tmp_path):
     from flax import nnx
 
-    from hybrid_jax.checkpoint import save_model
     from hybrid_jax.config import model_config
     from hybrid_jax.model import BLT
+    from hybrid_jax.storage.checkpoint import save_model
     cfg = model_config()
     cfg.hash.vocab = 101
     for stack in ("entropy_model", "local_encoder", "local_decoder", "global_transformer"):

@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from hybrid_jax.config import ConfigError, default_config
-from hybrid_jax.distributed import cpu_device_count, set_cpu_devices
+from hybrid_jax.parallel.distributed import cpu_device_count, set_cpu_devices
+
+pytestmark = pytest.mark.integration
 
 
 def config(**mesh):
@@ -37,7 +39,7 @@ def _fresh_device_count(code: str, **env_changes) -> str:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(JAX_PLATFORMS="cpu", **env_changes)
     prog = ("import jax\nfrom hybrid_jax.config import default_config\n"
-            "from hybrid_jax.distributed import set_cpu_devices\n" + code + "\nprint(jax.device_count())")
+            "from hybrid_jax.parallel.distributed import set_cpu_devices\n" + code + "\nprint(jax.device_count())")
     r = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout.split()

@@ -1,4 +1,4 @@
-"""`hybrid_jax.estimate`: parameter counts equal the instantiated model's; sharded state bytes equal
+"""`hybrid_jax.analysis.estimate` (and `hybrid-jax estimate`): parameter counts equal the instantiated model's; sharded state bytes equal
 what XLA allocates for the compiled step's arguments."""
 
 import json
@@ -11,9 +11,13 @@ import jax
 import pytest
 from flax import nnx
 
-from hybrid_jax import cli, estimate
+from hybrid_jax import cli
+from hybrid_jax.analysis import estimate
+from hybrid_jax.cli import estimate as estimate_cli
 from hybrid_jax.model import BLT
 from train_helpers import load_config
+
+pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +53,7 @@ def test_model_1b_is_about_one_billion():
 
 
 def test_sharded_state_bytes_match_xla(capsys):
-    rc = cli.run(estimate.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(estimate_cli.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                                  "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
                                  "--compile", "--json"])
     out, err = capsys.readouterr()
@@ -73,11 +77,12 @@ def test_remat_lowers_the_activation_estimate():
 
 
 def test_devices_that_do_not_fit_the_mesh_are_an_error(capsys):
-    rc = cli.run(estimate.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(estimate_cli.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                                  "--config.mesh.data=3", "--devices", "8"])
     assert rc == 2 and "3 devices, but 8 are available" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # compiles the train step for 8 devices
 def test_compile_for_a_mesh_this_machine_lacks():
     """Without fake devices, `--compile` compiles for the device count the mesh names (here 4 host
     devices, whatever the cores), and XLA's argument bytes still match the sharded state."""

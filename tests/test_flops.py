@@ -1,4 +1,4 @@
-"""`hybrid_jax.flops`: the counted matmul FLOPs equal those of the model's own forward pass (every
+"""`hybrid_jax.analysis.flops`: the counted matmul FLOPs equal those of the model's own forward pass (every
 `dot_general` in its jaxpr), and the attention count is at most what the blocked kernels compute."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from jax.extend import core as jcore
 
-from hybrid_jax.flops import flops_per_sequence, forward_flops
+from hybrid_jax.analysis.flops import flops_per_sequence, forward_flops
 from hybrid_jax.model import BLT
 from test_estimate import variants
 from train_helpers import load_config

@@ -14,10 +14,14 @@ import pytest
 from flax import nnx
 from model_helpers import tiny
 
-from hybrid_jax import generate as gen
 from hybrid_jax import tokenizer
-from hybrid_jax.model import BLT, incremental, patching
-from hybrid_jax.sampling import Sampling, filter_logits
+from hybrid_jax.cli import generate as generate_cli
+from hybrid_jax.inference import generate as gen
+from hybrid_jax.inference import incremental
+from hybrid_jax.inference.sampling import Sampling, filter_logits
+from hybrid_jax.model import BLT, patching
+
+pytestmark = pytest.mark.integration
 
 PROMPTS = ["def f(x):\n    return", "Hi", "A longer prompt, with spaces and (punctuation)!"]
 NEW = 24
@@ -78,9 +82,9 @@ def recomputed_greedy(model, prompt: str, n: int, length: int = 128) -> list[int
 @pytest.mark.parametrize("mode,patching,recent", [
     ("entropy", dict(max_patch_length=2), 32),
     ("static", dict(patch_size=3), 2),  # patches longer than RECENT: pooled from the whole buffers
-    ("space", dict(max_patches=12), 32),
+    pytest.param("space", dict(max_patches=12), 32, marks=pytest.mark.slow),
     ("entropy", dict(max_patch_length=3, include_next_token=False), 32),  # Hugging Face's runtime
-    ("entropy", dict(threshold_add=0.0, include_next_token=False), 32),
+    pytest.param("entropy", dict(threshold_add=0.0, include_next_token=False), 32, marks=pytest.mark.slow),
 ])
 def test_greedy_equals_full_forward_every_byte(mode, patching, recent, monkeypatch):
     monkeypatch.setattr(incremental, "RECENT", recent)
@@ -153,7 +157,7 @@ def test_stops_at_eos_and_streams_whole_characters():
     head.set_value(jnp.asarray(w))
     again = gen.run(model, ["abc", "abcd"], 10).ids
     assert again[0] == [] and (len(again[1]) == 10 or tokenizer.EOS_ID not in again[1])
-    stream = gen.Utf8Stream()
+    stream = generate_cli.Utf8Stream()
     euro = "€".encode()  # 3 bytes
     ids = [b + tokenizer.OFFSET for b in euro]
     assert stream.feed(ids[:2]) == "" and stream.feed(ids[2:]) == "€" and stream.flush() == ""
@@ -173,7 +177,7 @@ def test_forced_ids_outside_the_vocab_are_an_error():
 def test_equals_hugging_face_generate(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from hybrid_jax.convert import to_hf
+    from hybrid_jax.storage.hf import to_hf
     model = model_with_median_threshold("entropy", seed=5)
     to_hf(model, model.config, str(tmp_path))
     hf = transformers.BltForCausalLM.from_pretrained(str(tmp_path)).float().eval()
@@ -187,8 +191,9 @@ def test_equals_hugging_face_generate(tmp_path):
     assert len(ours) == NEW and ours == theirs[:len(ours)]
 
 
+@pytest.mark.slow  # generate subprocesses
 def test_cli_json_stream_and_errors(tmp_path, capsys):
-    from hybrid_jax.checkpoint import save_model
+    from hybrid_jax.storage.checkpoint import save_model
     model = model_with_median_threshold("entropy")
     save_model(model, str(tmp_path / "run"))
 
@@ -219,7 +224,7 @@ def test_cli_json_stream_and_errors(tmp_path, capsys):
 
 def cli_main(*args):
     from hybrid_jax import cli
-    return cli.run(gen.main, ["generate", *args])
+    return cli.run(generate_cli.main, ["generate", *args])
 
 
 def coconut_model():
@@ -250,13 +255,14 @@ def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
     assert got == want
 
 
-@pytest.mark.parametrize("prompt", ["Is a b?", "Is a b", "Is a bc?"])
+@pytest.mark.parametrize("prompt", ["Is a b?", pytest.param("Is a b", marks=pytest.mark.slow),
+                                    pytest.param("Is a bc?", marks=pytest.mark.slow)])
 def test_special_ending_a_patch_early_keeps_logits_exact(prompt):
     """A `<bot>` that begins a patch where the patcher had none due (static patches of 3: after 7 or 8
     bytes, not after 6) ends the patch before it, so the byte before it reads a different patch than
     when it was fed; the cached decoder states must follow. Logits of the specials and the bytes after
     them equal the full forward's (latent_passes = 3), within 1e-4 in float32."""
-    from hybrid_jax.model import incremental as inc
+    from hybrid_jax.inference import incremental as inc
     model = coconut_model()
     head = tokenizer.encode(prompt)
     seq = head + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID] + tokenizer.encode(

@@ -1,15 +1,19 @@
-"""`launch/gpu_bench.sh` and `hybrid_jax.bench_table`: the runs' plumbing, with a stand-in for the GPU
+"""`benchmarks/gpu_bench.sh` and `benchmarks.bench_table`: the runs' plumbing, with a stand-in for the GPU
 bench (each run's arguments, environment, timeout and failure), and the table's rows."""
 
 import json
 import os
+
+import pytest
 import subprocess
 import sys
 
-from hybrid_jax import bench_table
+from benchmarks import bench_table
+
+pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "launch", "gpu_bench.sh")
+SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_bench.sh")
 
 RESULT = {"config": {"batch_size": 8, "seq_len": 4096, "dtype": "bfloat16", "patching": "entropy"},
           "jax": {"step_time": 0.2021, "bytes_per_sec": 162099.0, "tflops": 297.4, "mfu": 0.3007,
@@ -17,10 +21,10 @@ RESULT = {"config": {"batch_size": 8, "seq_len": 4096, "dtype": "bfloat16", "pat
                   "devices": 1, "step_times": [0.2021]},
           "hf": {"step_time": 1.5}, "ratio": 3.71}
 
-# Stands in for python: `-m hybrid_jax.bench train ARGS` prints RESULT, except that the batch-32 run
-# hangs and the dots_saveable run fails; `-m hybrid_jax.bench_table` is the real one.
+# Stands in for python: `-m benchmarks.bench train ARGS` prints RESULT, except that the batch-32 run
+# hangs and the dots_saveable run fails; `-m benchmarks.bench_table` is the real one.
 FAKE_PYTHON = f"""#!/usr/bin/env bash
-if [ "$2" = hybrid_jax.bench_table ]; then exec {sys.executable} "$@"; fi
+if [ "$2" = benchmarks.bench_table ]; then exec {sys.executable} "$@"; fi
 echo "args: $* XLA_FLAGS: $XLA_FLAGS" >&2
 case "$*" in
   *batch_size=32*) sleep 30 ;;

@@ -10,7 +10,7 @@ import pytest
 # and prints the minor page faults of the second round.
 CHILD = """
 import ctypes, resource, sys, threading
-from hybrid_jax.host_memory import keep_freed_memory
+from hybrid_jax.parallel.host_memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p

@@ -13,14 +13,16 @@ import pytest
 from flax import nnx
 
 from hybrid_jax import cli
-from hybrid_jax import inspect as hinspect
-from hybrid_jax.checkpoint import save_model
+from hybrid_jax.cli import inspect as hinspect
 from hybrid_jax.model import BLT
+from hybrid_jax.storage.checkpoint import save_model
 from model_helpers import tiny
 from hybrid_jax.viz import (figure_size, patch_view, plot_png, render_ansi, render_html, render_plain,
                             render_text)
 from hybrid_jax.viz.render import ANSI_BACKGROUNDS
 from hybrid_jax.viz.view import describe
+
+pytestmark = pytest.mark.integration
 
 TEXT = "The quick brown fox jumps over the lazy dog, then naps. Entropy decides where patches start!"
 
@@ -265,7 +267,7 @@ def test_cli_compare_checkpoints(workdir, threshold, tmp_path, capsys):
 
 
 def test_cli_reads_non_utf8_files_and_hf_directories(model, tmp_path, capsys):
-    from hybrid_jax.convert import to_hf
+    from hybrid_jax.storage.hf import to_hf
 
     hf = str(tmp_path / "hf")
     to_hf(model, model.config, hf)
@@ -304,6 +306,7 @@ def test_cli_rejects_a_directory_that_is_no_model(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "neither a hybrid_jax workdir" in err
 
 
+@pytest.mark.slow  # inspect subprocesses
 def test_module_runs_as_a_program(workdir, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     png = str(tmp_path / "m.png")

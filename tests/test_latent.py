@@ -114,7 +114,7 @@ def test_written_answers_match_full_forward_argmax():
     """qa's cached decoding (thoughts fed back in the KV-cached loop) writes the argmax of the full
     forward with latent passes, byte for byte."""
     from hybrid_jax.data import curriculum as cur
-    from hybrid_jax.qa import extract_answer, write_answers
+    from hybrid_jax.evaluation.qa import extract_answer, write_answers
     m = model()
     examples = [{"question": "Tom is a wug."}, {"question": "Is Ann a dax?"}, {"question": "Every fep."}]
     thoughts = [1, 3, 1]

@@ -14,8 +14,10 @@ from flax import nnx  # noqa: E402
 from hf_helpers import (CONFIGS, hf_entropies, hf_logits, hf_patch_lengths, random_hf_model,  # noqa: E402
                         random_ids)
 
-from hybrid_jax.convert import from_hf, to_hf  # noqa: E402
 from hybrid_jax.model import BLT  # noqa: E402
+from hybrid_jax.storage.hf import from_hf, to_hf  # noqa: E402
+
+pytestmark = pytest.mark.integration
 
 TOL = 1e-4
 LENGTHS = (29, 67)

@@ -1,9 +1,10 @@
-"""`hybrid_jax.profiling` on GPU kernel names: a fusion's kernel maps back to its HLO instruction, and
+"""`benchmarks.profile_summary` on GPU kernel names: a fusion's kernel maps back to its HLO instruction, and
 library kernels (cuBLAS, cuDNN, copies) get a kind from their names."""
 
 import os
 
-from hybrid_jax import profiling
+from benchmarks import profile_summary as summary
+from hybrid_jax.training import profiling
 
 HLO = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
 
@@ -27,18 +28,18 @@ ENTRY %main (a: f32[4]) -> f32[4] {
 
 
 def test_gpu_kernels_map_to_instructions_and_kinds():
-    info = profiling.instructions(HLO)
+    info = summary.instructions(HLO)
     assert info["gemm_fusion_dot.2"]["kind"] == "matmul"
     assert info["loop_add_fusion.7"]["kind"] == "other"  # reads a matmul's output, is none itself
     assert info["dot.3"]["kind"] == "matmul"  # an unfused dot (XLA:CPU's Eigen kernel-gradient dots)
     times = {"loop_add_fusion_7": 1.0, "gemm_fusion_dot_2": 2.0, "nvjet_sm90_tst_128x128_64x6": 4.0,
              "cudnn_generated_fort_native_sdpa_sm90_flash_fprop": 8.0, "memcpy128": 16.0, "other_kernel": 32.0}
-    named = profiling.by_instruction(times, info)
+    named = summary.by_instruction(times, info)
     assert named["loop_add_fusion.7"] == 1.0 and named["gemm_fusion_dot.2"] == 2.0 and named["memcpy128"] == 16.0
-    assert dict(profiling.kind_table(named, info, per=2.0)) == {
+    assert dict(summary.kind_table(named, info, per=2.0)) == {
         "other": 16.5, "matmul": 3.0, "attention": 4.0, "copy / transpose": 8.0}
     # What a summary lists as matched to nothing: neither an instruction nor a known library kernel.
-    assert profiling.unplaced(named, info, per=2.0) == [("other_kernel", 16.0)]
+    assert summary.unplaced(named, info, per=2.0) == [("other_kernel", 16.0)]
 
 
 def test_unfold_gpu_graphs_adds_the_flag_once_and_keeps_a_users_choice(monkeypatch):

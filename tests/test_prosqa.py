@@ -5,8 +5,9 @@ import json
 import pytest
 
 from hybrid_jax import cli
+from hybrid_jax.cli import prosqa as prosqa_cli
 from hybrid_jax.data import prosqa
-from hybrid_jax.data.coconut import DataError, cot_text, load_examples
+from hybrid_jax.data.coconut import DataError, load_examples
 
 
 def check_record(ex):
@@ -42,15 +43,15 @@ def test_generated_records_follow_the_recipe(recipe):
 
 def test_cli_writes_disjoint_splits_and_refuses_to_overwrite(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--n_train", "40", "--n_valid", "10", "--n_test", "10", "--seed", "3", "--tiny"]
-    assert cli.run(prosqa.main, args) == 0
+    assert cli.run(prosqa_cli.main, args) == 0
     splits = {s: load_examples(str(tmp_path / f"prosqa_{s}.json")) for s in ("train", "valid", "test")}
     assert [len(v) for v in splits.values()] == [40, 10, 10]
     questions = [ex["question"] for v in splits.values() for ex in v]
     assert len(set(questions)) == len(questions)
     capsys.readouterr()
-    assert cli.run(prosqa.main, args) == 2 and "exists; pass --force" in capsys.readouterr().err
+    assert cli.run(prosqa_cli.main, args) == 2 and "exists; pass --force" in capsys.readouterr().err
     again = tmp_path / "again"
-    assert cli.run(prosqa.main, ["--out", str(again)] + args[2:]) == 0
+    assert cli.run(prosqa_cli.main, ["--out", str(again)] + args[2:]) == 0
     assert (again / "prosqa_train.json").read_text() == (tmp_path / "prosqa_train.json").read_text()  # seeded
 
 
@@ -63,4 +64,3 @@ def test_reader_names_file_and_index(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
         load_examples(str(path))
-    assert cot_text(good) == "q?\na.\nb.\n### x."

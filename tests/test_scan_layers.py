@@ -8,12 +8,14 @@ import optax
 import pytest
 from flax import nnx
 
-from hybrid_jax import generate as gen
-from hybrid_jax.convert import from_hf, to_hf
-from hybrid_jax.convert.hf_weights import to_hf_arrays
+from hybrid_jax.inference import generate as gen
 from hybrid_jax.model import BLT
+from hybrid_jax.storage.hf import from_hf, to_hf
+from hybrid_jax.storage.hf.weights import to_hf_arrays
 from model_helpers import tiny
 from test_flops import dot_flops
+
+pytestmark = pytest.mark.integration
 
 TOL = 1e-5
 
@@ -65,7 +67,8 @@ def test_scanned_weights_are_the_stacked_layer_weights():
         np.testing.assert_array_equal(q[i], plain.global_transformer.layers[i].self_attn.q_proj.kernel)
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "elementwise"])
+@pytest.mark.parametrize("remat", [pytest.param("none", marks=pytest.mark.slow), "full",
+                                   pytest.param("elementwise", marks=pytest.mark.slow)])
 def test_scanned_loss_and_gradients_equal_layer_by_layer(remat):
     ids = ids_batch()
     plain, scanned = pair(remat)

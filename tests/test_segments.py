@@ -50,8 +50,8 @@ def test_gpu_code_path_of_a_bf16_train_step_has_no_contended_scatter(monkeypatch
     from train_helpers import tiny_config
 
     from hybrid_jax.model import segments
-    from hybrid_jax.sharding import make_mesh
-    from hybrid_jax.step import compile_steps, initial_state
+    from hybrid_jax.parallel.sharding import make_mesh
+    from hybrid_jax.training.step import compile_steps, initial_state
 
     monkeypatch.setattr(segments, "default_method", lambda: "scan")
     cfg = tiny_config("unused", seq_len=64)

@@ -13,13 +13,18 @@ import jax
 import numpy as np
 import pytest
 
-from hybrid_jax import cli, evaluate, profiling
-from hybrid_jax import train as train_cli
-from hybrid_jax.checkpoint import abstract_model, param_tree
-from hybrid_jax.metrics import read_metrics
-from hybrid_jax.sharding import make_mesh, param_shardings
-from hybrid_jax.train import train
+from benchmarks import profile_summary
+from hybrid_jax import cli
+from hybrid_jax.cli import evaluate
+from hybrid_jax.cli import train as train_cli
+from hybrid_jax.evaluation.bpb import windows
+from hybrid_jax.model.params import abstract_model, param_tree
+from hybrid_jax.parallel.sharding import make_mesh, param_shardings
+from hybrid_jax.training import train
+from hybrid_jax.training.metrics import read_metrics
 from train_helpers import losses, tiny_config, write_corpus
+
+pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-4
@@ -65,6 +70,7 @@ def test_eight_device_mesh_equals_one_device(eight_device_run, corpus, tmp_path)
     assert losses(rows1)[-1] < losses(rows1)[0]
 
 
+@pytest.mark.slow  # compiles a scanned 8-device step
 def test_scanned_layers_on_eight_devices_equal_layer_by_layer(eight_device_run, corpus, tmp_path):
     cfg = tiny_config(corpus, mesh=(2, 2, 2))
     cfg.model.global_transformer.scan_layers = True
@@ -77,15 +83,17 @@ def test_scanned_layers_on_eight_devices_equal_layer_by_layer(eight_device_run, 
     assert_close([r["grad_norm"] for r in rows], [r["grad_norm"] for r in rows8])
 
 
+@pytest.mark.slow  # two more runs
 def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
     a = one_device(corpus, str(tmp_path / "a"), steps=3)
     b = one_device(corpus, str(tmp_path / "b"), steps=3, grad_accum=4)
     assert_close(losses(a), losses(b))
 
 
+@pytest.mark.slow  # two processes, each compiling the sharded step
 def test_two_processes_equal_one_process(eight_device_run, corpus, tmp_path):
     workdir = str(tmp_path / "mp")
-    cmd = [sys.executable, "-m", "hybrid_jax.launch.local", "--processes", "2", "--devices_per_process", "4",
+    cmd = [sys.executable, "-m", "hybrid_jax.launch", "--processes", "2", "--devices_per_process", "4",
            "--", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
            f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2",
            "--config.mesh.tensor=2", "--config.checkpoint.every=3"]
@@ -113,6 +121,7 @@ def train_command(workdir, corpus, *overrides):
 ONE_DEVICE = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 
+@pytest.mark.slow  # two 40-step runs in subprocesses
 def test_kill_during_run_then_resume_is_exact(corpus, tmp_path):
     """40 uninterrupted steps vs. `kill -9` after the step-20 checkpoint and a re-run: same losses."""
     overrides = ["--config.train.steps=40", "--config.train.batch_size=32", "--config.data.seq_len=128",
@@ -146,6 +155,7 @@ def test_kill_during_run_then_resume_is_exact(corpus, tmp_path):
     assert np.mean(est[-5:]) < np.mean(est[:5]) - 0.5
 
 
+@pytest.mark.slow  # a training subprocess
 def test_sigterm_saves_and_exits_cleanly(corpus, tmp_path):
     workdir = str(tmp_path / "term")
     proc = subprocess.Popen(train_command(workdir, corpus, "--config.train.steps=100000"), env=ONE_DEVICE, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -193,11 +203,14 @@ def test_profile_traces_the_configured_steps(eight_device_run, corpus, tmp_path,
     workdir = str(tmp_path / "w")
     cfg = tiny_config(corpus, steps=4, profile_start=1, profile_steps=2)
     train(cfg, workdir, devices=jax.devices()[:1])
-    trace = profiling.newest_trace(os.path.join(workdir, "profile"))
-    times = profiling.op_times(trace, "jit_step")
+    logdir = os.path.join(workdir, "profile")
+    times = profile_summary.op_times(profile_summary.newest_trace(logdir), "jit_step")
     assert times and all(t > 0 for t in times.values())
     err = capsys.readouterr().err
-    assert "profiled steps 2-3 into" in err and "where a step's time goes" in err and "fwd model/" in err
+    assert "profiled steps 2-3 into" in err and f"python -m benchmarks.profile_summary {logdir}" in err
+    assert profile_summary.main([logdir]) == 0  # reads the trace with the HLO train stored beside it
+    out = capsys.readouterr().out
+    assert "where a step's time goes" in out and "fwd model/" in out and "summed over 1 device(s)" in out
     assert not os.path.exists(os.path.join(eight_device_run[0], "profile"))  # off by default
 
 
@@ -210,6 +223,42 @@ def test_incompatible_checkpoint_is_refused_and_kept(eight_device_run, corpus, t
                           "--config.model.global_transformer.d_model=128")
     assert_one_line_error(rc, err, "different model config (model.global_transformer.d_model")
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def damage(step_dir: str) -> None:
+    """Overwrite every data file of an Orbax step with garbage, as a disk error or a partial copy would."""
+    for root, _, files in os.walk(step_dir):
+        if os.path.basename(root) == "d":
+            for name in files:
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(os.urandom(512))
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_older_step(eight_device_run, corpus, tmp_path, capsys):
+    from hybrid_jax.cli import generate
+    workdir = str(tmp_path / "damaged")
+    shutil.copytree(eight_device_run[0], workdir)
+    damage(os.path.join(workdir, "checkpoints", "6"))
+    rc, _, err = run_main(capsys, generate, "generate", "--ckpt", os.path.join(workdir, "checkpoints", "6"),
+                          "--prompt", "ab", "--max_new_bytes", "2")
+    assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
+    rc, _, err = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", corpus, "--limit_bytes", "100")
+    assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
+    args = ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
+            f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+            "--config.train.steps=6")
+    rc, _, err = run_main(capsys, train_cli, *args)
+    assert rc == 0, err
+    assert "skipping checkpoint step 6, it does not restore:" in err and "resumed from step 3" in err
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))  # kept: nothing is deleted
+    # Steps 4-6 after the older checkpoint are the uninterrupted run's.
+    resumed = {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r and r["step"] > 3}
+    full = {r["step"]: r["loss"] for r in eight_device_run[1] if "loss" in r and r["step"] > 3}
+    assert_close([resumed[s] for s in sorted(full)], [full[s] for s in sorted(full)])
+    for step in os.listdir(os.path.join(workdir, "checkpoints")):
+        damage(os.path.join(workdir, "checkpoints", step))
+    rc, _, err = run_main(capsys, train_cli, *args)
+    assert_one_line_error(rc, err, "no checkpoint step restores")
 
 
 def test_evaluate_bpb(eight_device_run, corpus, capsys):
@@ -229,15 +278,16 @@ def test_evaluate_bpb(eight_device_run, corpus, capsys):
 
 def test_windows_score_every_byte_once():
     stream = np.arange(1, 12, dtype=np.int32)
-    batch, mask = evaluate.windows(stream, 4)
+    batch, mask = windows(stream, 4)
     targets = batch[:, 1:][mask > 0]
     assert targets.tolist() == stream[1:].tolist()
 
 
 def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
-    from hybrid_jax import convert
-    from hybrid_jax.checkpoint import load_model, model_with_params, param_tree
-    from hybrid_jax.convert.__main__ import main as convert_main
+    from hybrid_jax.cli.convert import main as convert_main
+    from hybrid_jax.model.params import model_with_params, param_tree
+    from hybrid_jax.storage import hf as convert
+    from hybrid_jax.storage.checkpoint import load_model
 
     workdir, _ = eight_device_run
     out = str(tmp_path / "hf")
@@ -259,3 +309,40 @@ def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
     assert np.max(np.abs(np.asarray(original(ids)) - np.asarray(load_model(workdir)(ids)))) > 0  # step 6 differs
     rc = cli.run(convert_main, ["to-hf", workdir, "--step", "99", "--out", str(tmp_path / "none")])
     assert rc == 2 and "no such directory" in capsys.readouterr().err
+
+
+def test_init_from_fine_tunes_a_converted_model(eight_device_run, tmp_path, capsys):
+    """`train.init_from` on a Hugging Face export: the run takes the source's model config and its
+    parameters (with lr 0 the saved step equals the source exactly), its loss falls on new data, model
+    overrides that keep shapes apply, one that changes a shape names the tensor, and a workdir with
+    checkpoints resumes instead."""
+    from hybrid_jax.cli.convert import main as convert_main
+    from hybrid_jax.storage.checkpoint import load_model
+    from hybrid_jax.storage.loading import load_any
+
+    hf_dir = str(tmp_path / "hf")
+    assert cli.run(convert_main, ["to-hf", f"{eight_device_run[0]}", "--out", hf_dir]) == 0
+    new_data = write_corpus(tmp_path / "new", n_files=4, seed=7)
+    base = ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), f"--config.data.train={new_data}",
+            f"--config.train.init_from={hf_dir}")
+    frozen = str(tmp_path / "frozen")
+    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", frozen, "--config.train.steps=1",
+                          "--config.train.lr=0", "--config.model.patching.threshold=1.25")
+    assert rc == 0, err
+    source, tuned = load_any(hf_dir), load_model(frozen)
+    assert tuned.config.patching.threshold == 1.25 and not tuned.config.patching.include_next_token  # from HF
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(param_tree(source)),
+                                                    jax.tree.leaves(param_tree(tuned))))
+    tuned_dir = str(tmp_path / "tuned")
+    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", tuned_dir, "--config.train.steps=8",
+                          "--config.train.lr=3e-3")
+    assert rc == 0, err
+    curve = losses(read_metrics(tuned_dir))
+    assert curve[-1] < curve[0] - 0.05, curve
+    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", tuned_dir, "--config.train.steps=8",
+                          "--config.train.lr=3e-3")
+    assert rc == 0 and "has checkpoints: resuming it" in err, err
+    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", str(tmp_path / "wide"),
+                          "--config.model.global_transformer.d_model=96")
+    assert_one_line_error(rc, err, "train.init_from=")
+    assert "tensor global_transformer." in err and "in this run's model" in err

@@ -1,10 +1,9 @@
 """Tiny training configs and a small on-disk corpus for the training tests."""
 
-import importlib.util
+import importlib
 import os
 import random
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 WORDS = ("the patch model reads bytes and the global transformer thinks over patches while a small "
          "entropy model decides where each new patch starts def return import class lambda").split()
@@ -22,12 +21,8 @@ def write_corpus(root, n_files: int = 12, words: int = 400, seed: int = 0) -> st
 
 
 def load_config(name: str):
-    """`configs/<name>.py`'s get_config()."""
-    path = os.path.join(CONFIGS, f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """`configs/<name>.py`'s get_config() (the repository root is on the path: see conftest.py)."""
+    return importlib.import_module(f"configs.{name}").get_config()
 
 
 def tiny_config(corpus: str, steps: int = 6, mesh=(1, 1, 1), seq_len: int = 32, **train):

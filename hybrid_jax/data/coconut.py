@@ -39,8 +39,3 @@ def check_example(ex, where: str) -> None:
     steps = ex.get("steps")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: field 'steps' must be a list of strings")
-
-
-def cot_text(ex: dict) -> str:
-    """The fully written-out example: question, every step, then `### answer`."""
-    return ex["question"] + "\n" + "".join(s + "\n" for s in ex["steps"]) + "### " + ex["answer"]

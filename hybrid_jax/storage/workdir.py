@@ -1,0 +1,149 @@
+"""A run directory: the one place that knows its layout on disk.
+
+    WORKDIR/config.json               the run's config (a converted model: `{"model": ...}` only)
+    WORKDIR/checkpoints/<step>/       Orbax steps: `params`, and while training `opt_state` and `meta`
+    WORKDIR/metrics.jsonl             one JSON object per logged step
+    WORKDIR/tb/                       TensorBoard events
+    WORKDIR/profile/[process_<i>/]    `jax.profiler` traces
+
+Paths go through `etils.epath`, which Orbax also uses, so a workdir may be a local folder or a bucket
+(`gs://...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import orbax.checkpoint as ocp
+from etils import epath
+
+from hybrid_jax.config import ConfigError
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or workdir is missing, corrupt or incompatible."""
+
+
+def _absolute(path) -> epath.Path:
+    path = str(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
+class Workdir:
+    """The files of one run (or one converted model) under `path`."""
+
+    def __init__(self, path):
+        self.path = _absolute(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def locate(cls, path) -> tuple[Workdir, int | None]:
+        """(workdir, step) for a workdir (step None: the latest) or one `.../checkpoints/<step>` dir."""
+        p = _absolute(path)
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: no such directory")
+        if p.parent.name == "checkpoints" and p.name.isdigit():
+            return cls(p.parent.parent), int(p.name)
+        return cls(p), None
+
+    # --- the layout -------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> epath.Path:
+        return self.path / "config.json"
+
+    @property
+    def checkpoints(self) -> epath.Path:
+        return self.path / "checkpoints"
+
+    def step_dir(self, step: int) -> epath.Path:
+        return self.checkpoints / str(step)
+
+    @property
+    def metrics_file(self) -> epath.Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def tensorboard_dir(self) -> epath.Path:
+        return self.path / "tb"
+
+    def profile_dir(self, process_index: int = 0, process_count: int = 1) -> epath.Path:
+        """Where `jax.profiler` traces go; one sub-directory per process when there are several."""
+        base = self.path / "profile"
+        return base / f"process_{process_index}" if process_count > 1 else base
+
+    # --- config.json ------------------------------------------------------------------------------
+    def has_config(self) -> bool:
+        return self.config_file.is_file()
+
+    def read_config(self) -> dict:
+        """config.json as a dict; CheckpointError if it is missing or not a JSON object."""
+        if not self.has_config():
+            raise CheckpointError(f"{self.path}: no config.json (not a hybrid_jax workdir)")
+        try:
+            data = json.loads(self.config_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{self.config_file}: invalid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{self.config_file}: not a JSON object")
+        return data
+
+    def write_config(self, cfg) -> None:
+        """A whole run config (with a `model` node) or a bare model config."""
+        tree = cfg.to_dict()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(tree if "model" in tree else {"model": tree}, indent=2,
+                                               sort_keys=True))
+
+    def model_config(self):
+        """The stored model config, validated."""
+        from hybrid_jax.config import model_from_dict
+
+        data = self.read_config()
+        try:
+            return model_from_dict(data["model"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.config_file}: unreadable config ({type(e).__name__}: {e})") from None
+        except ConfigError as e:
+            raise CheckpointError(f"{self.config_file}: {e}") from None
+
+    def run_node(self, name: str):
+        """The stored run config's node `name` (e.g. "data", "coconut"), or None."""
+        try:
+            node = self.read_config().get(name)
+        except CheckpointError:
+            return None
+        return node if isinstance(node, dict) else None
+
+    def check_same_model(self, cfg) -> None:
+        """Refuse to resume a run whose stored model config differs from `cfg.model` (nothing is deleted)."""
+        if not self.has_config():
+            return
+        stored = self.read_config().get("model", {})
+        now = json.loads(json.dumps(cfg.model.to_dict()))
+        diff = _first_difference(stored, now, "model")
+        if diff:
+            raise CheckpointError(f"{self.path} holds a run with a different model config ({diff}); "
+                                  "use another --workdir")
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def manager(self, **options) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(self.checkpoints, options=ocp.CheckpointManagerOptions(**options))
+
+    def latest_step(self) -> int | None:
+        if not self.checkpoints.is_dir():
+            return None
+        with self.manager() as mngr:
+            return mngr.latest_step()
+
+
+def _first_difference(a, b, prefix: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{prefix}.{k}")
+            if d:
+                return d
+        return ""
+    return "" if a == b else f"{prefix}: stored {a!r}, now {b!r}"

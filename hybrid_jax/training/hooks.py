@@ -1,0 +1,144 @@
+"""What the training loop does around every step: signals, profiling, logging, evaluation and
+checkpoints, one `Hook` each (called in that order)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+
+import jax
+
+from hybrid_jax.storage.checkpoint import save_train_state
+from hybrid_jax.training import profiling
+from hybrid_jax.training.loop import Hook, Run
+from hybrid_jax.training.metrics import MetricsWriter, Progress
+
+
+class SignalHook(Hook):
+    """SIGTERM / SIGINT ask the loop to save a checkpoint and leave between steps."""
+
+    def __init__(self, run: Run):
+        self._run = run
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self._run.stop_requested = True
+
+    def close(self, run: Run, state: dict) -> None:
+        """Put back the handlers that were there before (training may run inside a larger program)."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class ProfileHook(Hook):
+    """A `jax.profiler` window (`train.profile_start` / `profile_steps`, counted from the first step of
+    this run) into WORKDIR/profile, with the compiled step's HLO beside it for
+    `python -m benchmarks.profile_summary DIR`."""
+
+    def __init__(self, run: Run):
+        t = run.cfg.train
+        logdir = str(run.workdir.profile_dir(jax.process_index(), jax.process_count()))
+        self.tracer = profiling.StepTracer(logdir, run.start + t.profile_start, t.profile_steps)
+
+    def before_step(self, run: Run, step: int) -> None:
+        self.tracer.before(step)
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        if self.tracer.after(done - 1, metrics):
+            devices = len(jax.tree.leaves(state["params"])[0].sharding.device_set)  # the mesh's, not all
+            self._report(run, lambda: run.task.steps.train.lower(state, batch).compile(), devices)
+
+    def close(self, run: Run, state: dict) -> None:
+        if self.tracer.close(state):
+            self._report(run)
+
+    def _report(self, run: Run, compiled_step=None, devices: int = 0) -> None:
+        """On process 0: where the trace is, and the step's HLO for the summary. Profiling is an aid: a
+        failure to write the HLO is reported, not raised, so the run goes on."""
+        if not run.main:
+            return
+        tr = self.tracer
+        first = tr.start + 1
+        print(f"\nprofiled steps {first}-{first + tr.traced - 1} into {tr.logdir} (open with tensorboard "
+              f"--logdir {tr.logdir}, or its perfetto_trace.json.gz in ui.perfetto.dev)", file=sys.stderr)
+        if compiled_step is None:
+            return
+        try:
+            path = profiling.write_hlo(tr.logdir, compiled_step().as_text(), tr.traced, devices)
+            print(f"where the time went: python -m benchmarks.profile_summary {tr.logdir}  (HLO in {path})",
+                  file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 -- see the docstring
+            print(f"(could not write the step's HLO: {e})", file=sys.stderr)
+
+
+class MetricsHook(Hook):
+    """Every `train.log_every` steps (and at the end, on a stop, and when the task asks): fetch the
+    metrics, check the loss is finite, add the task's fields and the speed, write metrics.jsonl and
+    TensorBoard, and show progress."""
+
+    def __init__(self, run: Run):
+        self.writer = MetricsWriter(run.workdir, run.main)
+        self.progress = Progress(run.total, run.main)
+        self.last_time, self.last_step = time.time(), run.start
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        t = run.cfg.train
+        if not (done % t.log_every == 0 or done == run.total or run.stop_requested or run.task.log_now(done)):
+            return
+        metrics = jax.device_get(metrics)
+        now = time.time()
+        dt = (now - self.last_time) / max(done - self.last_step, 1)
+        self.last_time, self.last_step = now, done
+        row = {k: float(v) for k, v in metrics.items()}
+        row.update(run.task.log_fields(done, dt))
+        row["step_time"] = dt
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"loss is {row['loss']} at step {done}")
+        run.record(done, row, self.writer)
+        self.progress.update(done, row["loss"], t.batch_size * run.cfg.data.seq_len / dt, run.start)
+
+    def close(self, run: Run, state: dict) -> None:
+        self.progress.close()
+        self.writer.close()
+
+
+class EvalHook(Hook):
+    """Held-out metrics whenever the task says it is time (`Task.evaluate`)."""
+
+    def __init__(self, metrics: MetricsHook):
+        self.writer = metrics.writer
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        row = run.task.evaluate(state, done)
+        if row is not None:
+            run.record(done, row, self.writer)
+
+
+class CheckpointHook(Hook):
+    """Save every `checkpoint.every` steps (Orbax decides), and always at the last step or on a stop."""
+
+    def __init__(self, mngr):
+        self.mngr = mngr
+        self.on_disk = set(mngr.all_steps())  # later than the resumed step only if they did not restore
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        if done in self.on_disk:  # a damaged step is kept as it is, never overwritten
+            if run.main and (run.stop_requested or done == run.total):
+                print(f"step {done} is on disk but did not restore; not overwriting it", file=sys.stderr)
+        else:
+            save_train_state(self.mngr, done, state, run.task.meta(done),
+                             force=run.stop_requested or done == run.total)
+        if run.stop_requested and run.main:
+            print(f"\nstopped by signal at step {done}; checkpoint saved", file=sys.stderr)
+
+    def close(self, run: Run, state: dict) -> None:
+        self.mngr.wait_until_finished()
+        self.mngr.close()
+
+
+def default_hooks(run: Run, mngr) -> list[Hook]:
+    """Signals, profiling, metrics, evaluation, checkpoints: the order they are called in."""
+    metrics = MetricsHook(run)
+    return [SignalHook(run), ProfileHook(run), metrics, EvalHook(metrics), CheckpointHook(mngr)]

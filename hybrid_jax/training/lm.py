@@ -1,0 +1,79 @@
+"""Plain training: next-byte prediction on a packed corpus, bits per byte on held-out data every
+`eval.every` steps."""
+
+from __future__ import annotations
+
+import jax
+
+from hybrid_jax.analysis.flops import flops_per_sequence, peak_tflops
+from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
+from hybrid_jax.parallel.sharding import local_rows, make_mesh
+from hybrid_jax.training.init import initial_params
+from hybrid_jax.training.optim import learning_rate
+from hybrid_jax.training.step import LN2, compile_steps
+
+
+def evaluate(eval_fn, params, batches, b_sh) -> dict:
+    """Held-out bits per byte and average patch length over fixed batches (int32 `[rows, seq_len + 1]`,
+    this process's rows)."""
+    total = count = patches = 0.0
+    for local in batches:
+        shape = (local.shape[0] * jax.process_count(), local.shape[1])
+        nll, n, p = jax.device_get(eval_fn(params, jax.make_array_from_process_local_data(b_sh, local, shape)))
+        total, count, patches = total + float(nll), count + float(n), patches + float(p)
+    return {"eval_bpb": total / count / LN2, "eval_avg_patch_len": count / max(patches, 1.0)}
+
+
+class LanguageModeling:
+    """The `Task` of a plain run (see `hybrid_jax.training.loop`)."""
+
+    def __init__(self, cfg, devices=None):
+        self.cfg = cfg
+        t, seq = cfg.train, cfg.data.seq_len
+        train_stream, eval_stream = streams(cfg.data)
+        self.mesh = make_mesh(cfg.mesh, devices)
+        self.steps = compile_steps(cfg, self.mesh)
+        b_sh = self.steps.batch_sharding
+        self.shape = (t.batch_size, seq + 1)
+        self.data = iter(train_dataset(train_stream, seq, t.batch_size, cfg.seed, local_rows(b_sh, self.shape))
+                         .to_iter_dataset())
+        self.evals = eval_batches(eval_stream, seq, cfg.eval.batch_size, cfg.eval.batches,
+                                  local_rows(b_sh, (cfg.eval.batch_size, seq + 1))) if cfg.eval.every else []
+        self.lr = learning_rate(t)
+        self.flops = flops_per_sequence(cfg.model, seq) * t.batch_size
+        self.peak = peak_tflops(jax.devices()[0].device_kind, t.peak_tflops)
+
+    def fresh_state(self, state: dict) -> dict:
+        state["params"] = initial_params(self.cfg, state["params"], self.steps.state_shardings["params"])
+        return state
+
+    def resumed(self, start: int) -> None:
+        pass
+
+    def start_message(self, start: int) -> str:
+        resumed = f"resumed from step {start}; " if start else ""
+        return f"{resumed}compiling the train step, then training steps {start + 1}-{self.cfg.train.steps}"
+
+    def before_step(self, state: dict, step: int) -> dict:
+        return state
+
+    def batch(self, step: int):
+        return jax.make_array_from_process_local_data(self.steps.batch_sharding, next(self.data), self.shape)
+
+    def log_now(self, done: int) -> bool:
+        return False
+
+    def log_fields(self, done: int, step_time: float) -> dict:
+        t = self.cfg.train
+        mfu = self.flops / step_time / (self.peak * 1e12 * self.mesh.size) if self.peak else None
+        return {"lr": float(self.lr(done - 1)), "bytes_per_sec": t.batch_size * self.cfg.data.seq_len / step_time,
+                "mfu": mfu}
+
+    def evaluate(self, state: dict, done: int) -> dict | None:
+        every = self.cfg.eval.every
+        if not self.evals or not (done % every == 0 or done == self.cfg.train.steps):
+            return None
+        return evaluate(self.steps.eval, state["params"], self.evals, self.steps.batch_sharding)
+
+    def meta(self, done: int) -> dict:
+        return {"step": done, "seed": self.cfg.seed, "data": self.data.get_state()}
