@@ -17,7 +17,7 @@ def _qkv(key, b, nq, nk, heads, kv_heads, hd):
             jax.random.normal(kv, (b, nk, kv_heads, hd)))
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("kv_heads", [pytest.param(4, marks=pytest.mark.slow), 2])
 def test_segments_equal_masked_attention(kv_heads):
     b, S, j, n, heads, hd = 2, 6, 2, 11, 4, 8
     # row 0: segments 0..3 used, 4 and 5 empty; row 1: segment 2 empty in the middle

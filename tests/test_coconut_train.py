@@ -91,6 +91,7 @@ def evaluate_qa(*args):
     return cli.run(evaluate.main, ["qa", *args])
 
 
+@pytest.mark.slow  # cached answer decoding at three stages
 def test_evaluate_qa(run, capsys):
     paths, workdir, rows = run
     assert evaluate_qa("--ckpt", workdir, "--data", paths["valid"], "--json") == 0

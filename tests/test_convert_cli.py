@@ -73,6 +73,7 @@ def test_cli_round_trip_keeps_logits(hf_dir, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow  # conversion subprocesses
 def test_to_hf_refuses_non_empty_out_unless_forced(hf_dir, tmp_path):
     work, out = str(tmp_path / "work"), tmp_path / "out"
     assert convert("from-hf", hf_dir, "--out", work).returncode == 0

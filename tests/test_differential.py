@@ -43,8 +43,8 @@ TOL = 1e-4
 # Entropies sum ~vocab terms of up to ~5.6 nats from the sharpened entropy model's large logits: float32
 # rounding reaches ~1e-4 there (seed 19's export: 1.3e-4, its logits within 4e-6).
 ENT_TOL = 5e-4
-FAST_SEEDS = list(range(10))  # in `make test`; the rest under `slow`
-SLOW_SEEDS = list(range(10, 130))
+FAST_SEEDS = list(range(7))  # in `make test`; the rest under `slow`
+SLOW_SEEDS = list(range(7, 130))
 GREEDY_BYTES = 64
 
 

@@ -69,6 +69,7 @@ def test_sharded_state_bytes_match_xla(capsys):
     assert r["flops_per_byte"] > 6 * r["params"]["global_transformer"] / 32  # at least the global matmuls
 
 
+@pytest.mark.slow  # compiles under each policy
 def test_remat_lowers_the_activation_estimate():
     cfg = load_config("model_1b")
     plain = estimate.estimate(cfg, 8)["memory_per_device_bytes"]["activations"]

@@ -191,6 +191,7 @@ def test_ansi_alternates_backgrounds_per_patch(model):
     assert "\n" not in render_text([view], color=True).rstrip("\n").split("\n")[0]
 
 
+@pytest.mark.slow  # one more model
 def test_non_utf8_bytes_show_replacement_characters(model, tmp_path):
     data = b"ok \xff\xfe bad \xc3( \xe2\x82 end \xed\xa0\x80\x00\x1b[31m"  # invalid, truncated, surrogate, controls
     view = patch_view(model, data)
@@ -216,6 +217,7 @@ def test_empty_text_is_an_error(model):
         patch_view(model, b"")
 
 
+@pytest.mark.slow  # inspect subprocess
 def test_cli_prints_brackets_when_not_a_tty(workdir, model, capsys):
     rc, out, err = run_cli(capsys, "--ckpt", workdir, "--text", TEXT)
     assert rc == 0, err

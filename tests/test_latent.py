@@ -59,6 +59,7 @@ def manual(m, ids, where, stop_feedback=False):
     return m.lm_head(h).astype(jnp.float32)
 
 
+@pytest.mark.slow  # eager passes
 def test_thoughts_equal_sequential_global_passes_in_a_mixed_batch():
     m = model()
     batch = jnp.asarray([prompt(1), prompt(3, "x")])
@@ -85,6 +86,7 @@ def test_pause_does_no_feedback():
     np.testing.assert_allclose(pause, manual(m, ids, ()), atol=1e-5)
 
 
+@pytest.mark.slow  # a gradient through every pass
 def test_gradients_flow_through_the_thought_chain():
     m = model()
     ids = jnp.asarray([prompt(2)])

@@ -117,6 +117,7 @@ def test_remat_keeps_loss_and_gradients(policy):
     assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1))) <= 1e-6
 
 
+@pytest.mark.slow  # the differential suite covers the rule
 def test_without_next_token_only_the_last_bytes_logits_change():
     """Static patches of 4 after BOS end exactly at byte 9: with include_next_token the last byte reads
     its own, complete patch; without, the one before. Every other byte, and training's forward (which

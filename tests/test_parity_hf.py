@@ -67,6 +67,7 @@ def test_given_patch_lengths_match_hf(pair):
         assert np.abs(want - got).max() <= TOL
 
 
+@pytest.mark.slow  # the differential suite's fast seeds export too
 def test_export_loads_in_hf_with_identical_logits(pair, tmp_path):
     name, hf_ref, imported, _ = pair
     cfg = imported.config.as_configdict()

@@ -95,6 +95,7 @@ def test_scanned_model_exports_layer_by_layer(tmp_path):
     assert float(jnp.abs(back(ids) - scanned(ids)).max()) <= TOL
 
 
+@pytest.mark.slow  # two generators
 def test_scanned_model_generates_the_same_bytes():
     plain, scanned = pair()
     prompts = ["def f(x):\n    return", "Hi"]

@@ -37,6 +37,7 @@ def test_segment_max_matches_scatter_max(seed):
     np.testing.assert_allclose(g_got, g_ref, atol=1e-6)
 
 
+@pytest.mark.slow  # long rows
 def test_long_last_segment_in_bf16():
     """Every byte past the patch budget lands in the last patch: one segment of 200 elements."""
     seg = jnp.asarray(np.minimum(np.arange(256) // 4, 13)[None], jnp.int32)

@@ -199,6 +199,7 @@ def test_bad_input_is_one_line_exit_2(overrides, fragment, corpus, tmp_path, cap
     assert_one_line_error(rc, err, fragment)
 
 
+@pytest.mark.slow  # a traced run
 def test_profile_traces_the_configured_steps(eight_device_run, corpus, tmp_path, capsys):
     workdir = str(tmp_path / "w")
     cfg = tiny_config(corpus, steps=4, profile_start=1, profile_steps=2)
@@ -244,6 +245,10 @@ def test_damaged_newest_checkpoint_resumes_from_the_older_step(eight_device_run,
     assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
     rc, _, err = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", corpus, "--limit_bytes", "100")
     assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
+    for _ in range(2):  # as a process: TensorStore's pending reads must not add tracebacks at exit
+        p = subprocess.run([sys.executable, "-m", "hybrid_jax.generate", "--ckpt", os.path.join(workdir, "checkpoints", "6"),
+                            "--prompt", "ab"], capture_output=True, text=True, timeout=300)
+        assert_one_line_error(p.returncode, p.stderr, "checkpoints/6: checkpoint is corrupt")
     args = ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
             f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
             "--config.train.steps=6")
@@ -283,6 +288,7 @@ def test_windows_score_every_byte_once():
     assert targets.tolist() == stream[1:].tolist()
 
 
+@pytest.mark.slow  # test_convert_cli covers the conversion
 def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
     from hybrid_jax.cli.convert import main as convert_main
     from hybrid_jax.model.params import model_with_params, param_tree
