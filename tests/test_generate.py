@@ -194,8 +194,10 @@ def test_equals_hugging_face_generate(tmp_path):
     with torch.no_grad():
         out = hf.generate(ids, max_new_tokens=NEW, do_sample=False, use_cache=False,
                           eos_token_id=tokenizer.EOS_ID, pad_token_id=0)
-    theirs = [int(i) for i in out[0, ids.shape[1]:] if int(i) != tokenizer.EOS_ID]
-    assert len(ours) == NEW and ours == theirs[:len(ours)]
+    theirs = [int(i) for i in out[0, ids.shape[1]:]]
+    # Both stop at the same EOS (ours does not return it) or run the whole budget.
+    assert len(ours) >= NEW // 2 and ours == theirs[:len(ours)]
+    assert len(ours) == NEW or theirs[len(ours)] == tokenizer.EOS_ID
 
 
 @pytest.mark.slow  # generate subprocesses
