@@ -187,3 +187,71 @@ def test_to_hf_warns_where_hf_differs_and_strict_refuses(tmp_path):
     r = convert("to-hf", work, "--out", str(tmp_path / "strict"), "--strict")
     assert_one_line_error(r, "--strict", "max_patch_length")
     assert not os.path.exists(tmp_path / "strict")
+
+
+@pytest.fixture(scope="module")
+def workdir(hf_dir, tmp_path_factory):
+    """`hf_dir` imported as a hybrid_jax workdir (step 0)."""
+    from hybrid_jax.storage.checkpoint import save_model
+    from hybrid_jax.storage.hf import from_hf
+    d = str(tmp_path_factory.mktemp("work"))
+    save_model(from_hf(hf_dir)[0], d, step=0)
+    return d
+
+
+def to_hf_in_process(*args):
+    from hybrid_jax import cli
+    from hybrid_jax.cli import convert as convert_cli
+    return cli.run(convert_cli.main, ["to-hf", *args])
+
+
+def safetensors_dtypes(path) -> set:
+    """The dtypes that a safetensors file's header declares (its first 8 bytes: the header's length)."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def test_to_hf_bfloat16_rounds_each_weight_once(workdir, tmp_path, capsys):
+    import ml_dtypes
+
+    from hybrid_jax.cli import convert as convert_cli
+    from hybrid_jax.model.params import flat_items, param_tree
+    from hybrid_jax.storage import hf
+    from hybrid_jax.storage.checkpoint import load_model
+    assert set(convert_cli.EXPORT_DTYPES) == set(hf.EXPORT_DTYPES)
+    out = str(tmp_path / "bf16")
+    assert to_hf_in_process(workdir, "--out", out, "--dtype", "bfloat16", "--torch-bin") == 0, capsys.readouterr().err
+    assert safetensors_dtypes(os.path.join(out, "model.safetensors")) == {"BF16"}
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["torch_dtype"] == "bfloat16"
+    back = dict(flat_items(param_tree(hf.from_hf(out)[0])))
+    for name, value in flat_items(param_tree(load_model(workdir))):
+        value, got = np.asarray(value), np.asarray(back[name])
+        assert np.array_equal(got, value.astype(ml_dtypes.bfloat16).astype(np.float32)), name
+        assert np.all(np.abs(got - value) <= np.abs(value) * 2.0 ** -8), name  # half a bf16 ulp
+    model = transformers.BltForCausalLM.from_pretrained(out).eval()
+    assert model.dtype == torch.bfloat16
+    state = torch.load(os.path.join(out, "pytorch_model.bin"))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert np.isfinite(hf_logits(model, random_ids(4, 1, 17))).all()
+
+
+def test_to_hf_float32_is_the_default_and_writes_the_weights_unrounded(workdir, tmp_path, capsys):
+    from flax import nnx
+
+    from hybrid_jax.storage.checkpoint import load_model
+    from hybrid_jax.storage.hf.weights import to_hf_arrays
+    default, explicit = str(tmp_path / "default"), str(tmp_path / "f32")
+    assert to_hf_in_process(workdir, "--out", default) == 0, capsys.readouterr().err
+    assert to_hf_in_process(workdir, "--out", explicit, "--dtype", "float32") == 0, capsys.readouterr().err
+    for name in ("config.json", "model.safetensors"):
+        with open(os.path.join(default, name), "rb") as a, open(os.path.join(explicit, name), "rb") as b:
+            assert a.read() == b.read(), name
+    with open(os.path.join(default, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["torch_dtype"] == "float32" and "dtype" not in cfg
+    assert safetensors_dtypes(os.path.join(default, "model.safetensors")) == {"F32"}
+    want = to_hf_arrays(nnx.to_flat_state(nnx.state(load_model(workdir), nnx.Param)))
+    got = load_file(os.path.join(default, "model.safetensors"))
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)

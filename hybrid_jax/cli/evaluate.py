@@ -6,8 +6,9 @@ the trained number of continuous thoughts (or `--latent_steps`), `<eot>`, then g
 the text after `### ` must equal the answer. `--mode` defaults to the run's `coconut.mode`.
 
 bpb: bits per byte of a model on held-out files (`hybrid_jax.evaluation.bpb`), in windows of
-`--seq_len` predictions (default: the run's `data.seq_len`, else 512). `--ckpt` is a training workdir (latest step), one `checkpoints/<step>` directory, or a
-Hugging Face BLT directory.
+`--seq_len` predictions (default: the run's `data.seq_len`, else 512). `--ckpt` is a training workdir
+(latest step; `WORKDIR@STEP`: one step), one `checkpoints/<step>` directory, a Hugging Face BLT directory,
+or a Hugging Face Hub model id `org/name[@revision]` (an existing local path wins).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def parse(argv):
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bpb", help="bits per byte on text files",
                        example="hybrid-jax evaluate bpb --ckpt runs/toy --data 'held_out/*.txt'")
-    b.add_argument("--ckpt", required=True, help="workdir, checkpoints/<step> dir or HF BLT dir")
+    b.add_argument("--ckpt", required=True,
+                   help="workdir (WORKDIR@STEP: one step), checkpoints/<step> dir, HF BLT dir or Hub id "
+                        "org/name[@revision]")
     b.add_argument("--data", required=True, help="glob of .txt / .jsonl / .array_record files")
     b.add_argument("--text_field", default="text", help="JSONL field holding the document")
     b.add_argument("--limit_bytes", type=int, default=0, help="score at most this many bytes (0: all)")
@@ -35,7 +38,9 @@ def parse(argv):
     b.add_argument("--json", action="store_true", help="print one JSON object")
     q = sub.add_parser("qa", help="answer accuracy on Coconut-format JSON (latent reasoning)",
                        example="hybrid-jax evaluate qa --ckpt runs/prosqa --data data/prosqa/prosqa_valid.json")
-    q.add_argument("--ckpt", required=True, help="workdir or checkpoints/<step> dir of a coconut run")
+    q.add_argument("--ckpt", required=True,
+                   help="workdir (WORKDIR@STEP: one step) or checkpoints/<step> dir of a coconut run; also an HF "
+                        "BLT dir or Hub id org/name[@revision] (with the default coconut settings)")
     q.add_argument("--data", required=True, help="Coconut-format JSON file (question, steps, answer)")
     q.add_argument("--mode", default="", help="coconut, cot, no-cot, pause or no-curriculum (default: the run's)")
     q.add_argument("--latent_steps", type=int, default=-1, help="thoughts per question (default: as trained)")
@@ -67,7 +72,7 @@ def bpb_command(args) -> dict:
     from hybrid_jax.data.corpus import DataError, documents, resolve
     from hybrid_jax.data.pipeline import pack
     from hybrid_jax.evaluation.bpb import bits_per_byte
-    from hybrid_jax.storage.loading import load_any
+    from hybrid_jax.storage.loading import load_any, resolve_source
 
     files = resolve(args.data)
     stream = pack(d for f in files for d in documents(f, args.text_field))
@@ -75,8 +80,9 @@ def bpb_command(args) -> dict:
         stream = stream[:args.limit_bytes + 1]
     if len(stream) < 2:
         raise DataError(f"{args.data!r}: no bytes to score")
-    seq_len = args.seq_len or run_seq_len(args.ckpt) or DEFAULT_SEQ_LEN
-    model = load_any(args.ckpt)
+    ckpt = resolve_source(args.ckpt)  # a local directory from here on (a Hub id is fetched once)
+    seq_len = args.seq_len or run_seq_len(ckpt) or DEFAULT_SEQ_LEN
+    model = load_any(ckpt)
     return bits_per_byte(model, stream, seq_len, args.batch_size)
 
 
@@ -105,17 +111,18 @@ def qa_command(args) -> dict:
     from hybrid_jax.data.coconut import load_examples
     from hybrid_jax.data.curriculum import has_markers
     from hybrid_jax.evaluation.qa import answer_accuracy
-    from hybrid_jax.storage.loading import load_any
+    from hybrid_jax.storage.loading import load_any, resolve_source
     from hybrid_jax.tokenizer import LATENT_ID
 
     examples = load_examples(args.data)
     if args.limit:
         examples = examples[:args.limit]
-    cc, stage = run_coconut(args.ckpt)
+    ckpt = resolve_source(args.ckpt)  # a local directory from here on (a Hub id is fetched once)
+    cc, stage = run_coconut(ckpt)
     mode = args.mode or cc.mode
     if mode not in COCONUT_MODES:
         raise ValueError(f"--mode must be one of {COCONUT_MODES}, got {mode!r}")
-    model = load_any(args.ckpt)
+    model = load_any(ckpt)
     if has_markers(mode) and model.config.vocab_size <= LATENT_ID:
         raise ValueError(f"{args.ckpt}: vocab_size {model.config.vocab_size} has no <bot>/<eot>/<latent> ids; "
                          "use --mode cot or no-cot")

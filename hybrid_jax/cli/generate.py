@@ -1,8 +1,9 @@
-"""`hybrid-jax generate --ckpt DIR --prompt TEXT [--max_new_bytes N] [--stream] [--json]`
+"""`hybrid-jax generate --ckpt DIR_OR_HUB_ID --prompt TEXT [--max_new_bytes N] [--stream] [--json]`
 
     python -m hybrid_jax.generate --ckpt runs/toy --prompt "def main(" --max_new_bytes 200
     python -m hybrid_jax.generate --ckpt hf_dir --prompt_file p.txt --temperature 0.8 --top_p 0.9 --stream
     python -m hybrid_jax.generate --ckpt runs/toy --prompt a --prompt b --max_new_bytes 64 --json
+    python -m hybrid_jax.generate --ckpt org/blt-model@main --prompt "Once"    # a Hugging Face Hub id
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class Utf8Stream:
 def parse(argv):
     p = cli.ArgumentParser(prog="hybrid-jax generate", description="Generate bytes from a BLT.",
                            example="hybrid-jax generate --ckpt runs/toy --prompt 'def main(' --max_new_bytes 200")
-    p.add_argument("--ckpt", required=True, help="training workdir, checkpoints/<step> dir, or Hugging Face BLT dir")
+    p.add_argument("--ckpt", required=True,
+                   help="training workdir (WORKDIR@STEP: one step), checkpoints/<step> dir, Hugging Face BLT "
+                        "dir, or Hub model id org/name[@revision] (a local path wins)")
     p.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
     p.add_argument("--prompt_file", help="a file whose whole text is one more prompt")
     p.add_argument("--max_new_bytes", type=int, default=256, help="bytes to generate per prompt")
@@ -66,11 +69,12 @@ def parse(argv):
 
 
 def main(argv=None) -> int:
-    from hybrid_jax.storage.loading import context_of, load_any
+    from hybrid_jax.storage.loading import context_of, load_any, resolve_source
     fv, prompts = parse(sys.argv if argv is None else argv)
     sampling = Sampling(temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p)
-    model = load_any(fv.ckpt)
-    context = fv.context or context_of(fv.ckpt)
+    ckpt = resolve_source(fv.ckpt)  # once: a Hub id asks the Hub once, not per use
+    model = load_any(ckpt)
+    context = fv.context or context_of(ckpt)
     on_bytes = None
     if fv.stream and not fv.json:
         stream = Utf8Stream()

@@ -3,8 +3,9 @@
 Prints the text cut into patches (alternating background colours on a terminal, `[..]` brackets
 otherwise) and a one-line summary; optionally writes a PNG of per-byte entropy and patch boundaries
 and a self-contained HTML page. `--compare_threshold T2` and/or `--compare_ckpt DIR2` show a second
-patching of the same text below the first. DIR is a hybrid_jax workdir, a `checkpoints/<step>`
-directory of one, or a Hugging Face BLT directory.
+patching of the same text below the first. DIR is a hybrid_jax workdir (`WORKDIR@STEP`: one step), a
+`checkpoints/<step>` directory of one, a Hugging Face BLT directory, or a Hugging Face Hub model id
+`org/name[@revision]` (an existing local path wins).
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import os
 import sys
 
 from hybrid_jax import cli
+from hybrid_jax.storage.loading import hub_id
 from hybrid_jax.storage.loading import load_any as load
 
 DEFAULT_MAX_BYTES = 2048
 
 
 def ckpt_name(path: str) -> str:
-    """A short name for a checkpoint path, e.g. `run1` or `run1/checkpoints/500`."""
+    """A short name for a checkpoint path, e.g. `run1` or `run1/checkpoints/500`; a Hub id (or
+    `WORKDIR@STEP`) as given."""
+    if not os.path.exists(path) and hub_id(path):
+        return path
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
     if len(parts) >= 3 and parts[-2] == "checkpoints":
         return "/".join(parts[-3:])
@@ -31,7 +36,9 @@ def parse(argv):
     p = cli.ArgumentParser(prog="hybrid-jax inspect",
                 example="hybrid-jax inspect --ckpt runs/toy --text 'def main():' --out patches.png",
                 description="Show how a BLT cuts a text into patches: terminal, PNG and HTML.")
-    p.add_argument("--ckpt", required=True, help="hybrid_jax workdir, checkpoints/<step> dir or HF BLT dir")
+    p.add_argument("--ckpt", required=True,
+                   help="hybrid_jax workdir (WORKDIR@STEP: one step), checkpoints/<step> dir, HF BLT dir or Hub "
+                        "model id org/name[@revision] (a local path wins)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="text to patch")
     src.add_argument("--file", help="file whose bytes to patch (need not be UTF-8)")
@@ -42,7 +49,7 @@ def parse(argv):
     p.add_argument("--compare", action="store_true",
                    help="compare two patchings (implied by --compare_threshold / --compare_ckpt)")
     p.add_argument("--compare_threshold", type=float, help="second view: this threshold")
-    p.add_argument("--compare_ckpt", help="second view: this checkpoint")
+    p.add_argument("--compare_ckpt", help="second view: this checkpoint (any form --ckpt takes)")
     p.add_argument("--out", help="write a PNG plot here")
     p.add_argument("--html", help="write an HTML page here")
     p.add_argument("--per_row", type=int, default=64, help="bytes per row in the PNG (default 64)")

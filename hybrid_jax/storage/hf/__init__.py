@@ -1,8 +1,8 @@
 """Hugging Face BLT <-> hybrid_jax conversion, without torch.
 
-`from_hf(path)` reads `config.json` + `model.safetensors` (or a sharded index) with safetensors' numpy
-API; `to_hf(model, config, out_dir)` writes files that `BltForCausalLM.from_pretrained` loads with no
-missing or unexpected keys.
+`from_hf(path)` reads `config.json` + `model.safetensors` (or a sharded index; float32, bfloat16 or
+float16 tensors) with safetensors' numpy API; `to_hf(model, config, out_dir, dtype=...)` writes files that
+`BltForCausalLM.from_pretrained` loads with no missing or unexpected keys.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import ml_dtypes
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
@@ -20,7 +21,11 @@ from hybrid_jax.model.params import abstract_model, model_with_params
 from hybrid_jax.storage.hf.config import hf_config_from_model, hf_divergences, model_config_from_hf
 from hybrid_jax.storage.hf.weights import hf_name, is_stacked, layer_path, to_hf_arrays
 
-__all__ = ["ConvertError", "from_hf", "to_hf", "read_hf_config", "hf_divergences"]
+__all__ = ["ConvertError", "EXPORT_DTYPES", "from_hf", "to_hf", "read_hf_config", "hf_divergences"]
+
+# An export's dtype (config.json's `torch_dtype`) -> the numpy dtype its safetensors hold (numpy itself
+# has no bfloat16; ml_dtypes' is the one jax uses, and safetensors writes it as BF16).
+EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 
 
 class ConvertError(ValueError):
@@ -111,17 +116,36 @@ def _model_node(config):
     return config.model if "model" in config else config
 
 
+def _cast(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """`arrays` with every floating tensor in the export dtype `dtype` (round to nearest even)."""
+    target = EXPORT_DTYPES[dtype]
+    return {k: a.astype(target) if np.issubdtype(a.dtype, np.floating) else a for k, a in arrays.items()}
+
+
+def _torch_tensor(torch, a: np.ndarray):
+    """`a` as a torch tensor; torch cannot take ml_dtypes' bfloat16 from numpy, so its bits go through
+    int16 (the same 16 bits, no second rounding)."""
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def to_hf(model, config, out_dir: str, force: bool = False, torch_bin: bool = False,
-          strict: bool = False) -> list[str]:
+          strict: bool = False, dtype: str = "float32") -> list[str]:
     """Write `config.json` + `model.safetensors` (and `pytorch_model.bin` if `torch_bin`) to `out_dir`.
 
-    Refuses a non-empty `out_dir` unless `force`, and with `strict` a model whose export Hugging Face
-    would not reproduce (`hf_divergences`). Returns the written paths.
+    The weights are written in `dtype` ("float32" or "bfloat16", see `EXPORT_DTYPES`), which config.json
+    names as `torch_dtype` (so `from_pretrained` loads them in it). Refuses a non-empty `out_dir` unless
+    `force`, and with `strict` a model whose export Hugging Face would not reproduce (`hf_divergences`).
+    Returns the written paths.
     """
+    if dtype not in EXPORT_DTYPES:
+        raise ConvertError(f"export dtype {dtype!r}: expected one of {', '.join(EXPORT_DTYPES)}")
     try:
         hf_cfg = hf_config_from_model(_model_node(config))
     except ConfigError as e:
         raise ConvertError(str(e)) from None
+    hf_cfg["torch_dtype"] = dtype  # the key transformers 4 and 5 both read (5 also has "dtype")
     differ = hf_divergences(_model_node(config))
     if strict and differ:
         raise ConvertError(f"Hugging Face would not reproduce this model (--strict): {'; '.join(differ)}")
@@ -133,12 +157,12 @@ def to_hf(model, config, out_dir: str, force: bool = False, torch_bin: bool = Fa
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise ConvertError(f"{out_dir} is not empty; pass --force (force=True) to overwrite")
     os.makedirs(out_dir, exist_ok=True)
-    arrays = to_hf_arrays(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    arrays = _cast(to_hf_arrays(nnx.to_flat_state(nnx.state(model, nnx.Param))), dtype)
     written = [os.path.join(out_dir, "config.json"), os.path.join(out_dir, "model.safetensors")]
     with open(written[0], "w") as f:
         json.dump(hf_cfg, f, indent=2)
     save_file(arrays, written[1], metadata={"format": "pt"})
     if torch_bin:
         written.append(os.path.join(out_dir, "pytorch_model.bin"))
-        torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, written[-1])
+        torch.save({k: _torch_tensor(torch, v) for k, v in arrays.items()}, written[-1])
     return written
