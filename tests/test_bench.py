@@ -140,3 +140,15 @@ def test_bench_train_without_transformers_is_one_line(capsys, tmp_path, monkeypa
     progress, error = err.splitlines()[:-1], err.splitlines()[-1]  # progress lines, then the error
     assert rc == 2 and error == "error: transformers is not installed (test)"
     assert all(line.startswith("bench: ") for line in progress) and "Traceback" not in err
+
+
+def test_prepare_bench_prints_a_row_per_run(tmp_path, capsys):
+    from benchmarks import prepare_bench
+
+    assert prepare_bench.main(["--sizes_gb", "0.0002", "0.0004", "--root", str(tmp_path), "--steps", "2"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| corpus | training input |") and len(table) == 2 + 3
+    for row in table[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[3]) > 0 and 100 < float(cells[4]) < 24 * 1024  # first step (s), peak RSS (MiB)
+    assert not os.listdir(tmp_path)  # the scratch corpora are removed

@@ -195,6 +195,7 @@ COMMANDS = {
     "evaluate": ("hybrid_jax.cli.evaluate", "bits per byte on text, or answer accuracy on Coconut data"),
     "inspect": ("hybrid_jax.cli.inspect", "show how a model cuts a text into patches"),
     "convert": ("hybrid_jax.cli.convert", "Hugging Face BLT <-> hybrid_jax workdir"),
+    "prepare": ("hybrid_jax.cli.prepare", "pack a corpus into uint16 shards read lazily (corpora larger than memory)"),
     "estimate": ("hybrid_jax.cli.estimate", "parameters, FLOPs and memory of a config, without allocating it"),
     "prosqa": ("hybrid_jax.cli.prosqa", "write ProsQA-style latent-reasoning data"),
     "launch": ("hybrid_jax.cli.launch", "N local processes of one multi-process training run"),

@@ -4,6 +4,7 @@ the same Python version, so no download is ever needed)."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -23,16 +24,45 @@ def stdlib_files() -> list[str]:
     return sorted(f for f in files if "site-packages" not in f and "dist-packages" not in f)
 
 
+def _remote_glob(pattern: str) -> list[str]:
+    """A bucket's files matching `pattern` (`gs://b/dir/**/*.txt`), through etils.epath."""
+    from etils import epath
+
+    if "**" in pattern:  # epath refuses it: a recursive listing of a bucket is thousands of requests
+        raise DataError(f"{pattern!r}: a bucket glob takes * but not ** (list the levels, e.g. dir/*/*.txt)")
+    scheme, _, rest = pattern.partition("://")
+    parts = rest.split("/")
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = epath.Path(f"{scheme}://{'/'.join(parts[:fixed])}")
+    if fixed == len(parts):
+        return [str(root)] if root.is_file() else []
+    return [str(p) for p in root.glob("/".join(parts[fixed:])) if p.is_file()]
+
+
 def resolve(pattern: str) -> list[str]:
-    """Files matching a glob (`**` recurses); none → DataError naming the pattern."""
-    files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+    """Files matching a glob (`**` recurses; `gs://...` and other etils.epath URLs too); none → DataError
+    naming the pattern."""
+    if "://" in pattern:
+        files = sorted(_remote_glob(pattern))
+    else:
+        files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
     if not files:
         raise DataError(f"no files match {pattern!r}")
     return files
 
 
+def open_file(path: str, mode: str):
+    """A local file, or a bucket's object through etils.epath."""
+    if "://" in path:
+        from etils import epath
+        opener = epath.Path(path).open
+    else:
+        opener = functools.partial(open, path)
+    return opener(mode) if "b" in mode else opener(mode, encoding="utf-8")
+
+
 def _jsonl(path: str, field: str) -> Iterator[bytes]:
-    with open(path, encoding="utf-8") as f:
+    with open_file(path, "r") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -64,7 +94,7 @@ def documents(path: str, text_field: str = "text") -> Iterator[bytes]:
         elif path.endswith(".array_record") or ".array_record-" in path:
             yield from _array_record(path)
         else:
-            with open(path, "rb") as f:
+            with open_file(path, "rb") as f:
                 yield f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from None

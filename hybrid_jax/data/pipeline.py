@@ -4,7 +4,9 @@ Every document becomes `[BOS] + bytes + [EOS]`; documents are concatenated into 
 cut into windows of `seq_len + 1` ids (inputs are the first `seq_len`, targets the last). The training
 pipeline shuffles window indices with the seed, batches them into *global* batches, and each process
 loads only the rows its devices hold, so a step sees the same global batch whatever the process count.
-Its grain iterator is checkpointable (`get_state` / `set_state`).
+Its grain iterator is checkpointable (`get_state` / `set_state`). A directory written by `hybrid-jax
+prepare` stands for the glob it was made from: the same stream, read from disk a window at a time
+(`prepared.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import grain
 import numpy as np
 
 from hybrid_jax.data.corpus import DataError, documents, held_out, resolve, stdlib_files
+from hybrid_jax.data.prepared import SPLITS, ShardedStream, is_prepared, read_index
 from hybrid_jax.tokenizer import BOS_ID, EOS_ID, OFFSET
 
 
@@ -28,7 +31,8 @@ def pack(docs) -> np.ndarray:
 
 
 def split_documents(data_cfg):
-    """(train docs, eval docs) as lists of bytes, per the `data` config node."""
+    """(train docs, held-out docs) of `data.train` as lists of bytes: a hash-chosen `data.eval_fraction`
+    of the documents is held out unless `data.eval` names separate files (then none is)."""
     if data_cfg.train:
         files, root = resolve(data_cfg.train), ""
     else:
@@ -41,15 +45,30 @@ def split_documents(data_cfg):
         for i, doc in enumerate(documents(f, data_cfg.text_field)):
             key = f"{os.path.relpath(f, root) if root else f}:{i}"
             (evald if not data_cfg.eval and held_out(key, data_cfg.eval_fraction) else train).append(doc)
-    if data_cfg.eval:
-        evald = [d for f in resolve(data_cfg.eval) for d in documents(f, data_cfg.text_field)]
     return train, evald
 
 
-def streams(data_cfg) -> tuple[np.ndarray, np.ndarray]:
-    """(train stream, eval stream); too little data → DataError naming the source."""
-    train, evald = split_documents(data_cfg)
-    train_s, eval_s = pack(train), pack(evald)
+def _prepared_train(data_cfg):
+    """(train stream, held-out stream or None) of a directory written by `hybrid-jax prepare`."""
+    index = read_index(data_cfg.train)
+    if not data_cfg.eval and index["eval_fraction"] != data_cfg.eval_fraction:
+        raise DataError(f"data.eval_fraction={data_cfg.eval_fraction}, but {data_cfg.train} was prepared with "
+                        f"{index['eval_fraction']}: set it so, or prepare again")
+    return ShardedStream(data_cfg.train), None if data_cfg.eval else ShardedStream(data_cfg.train, ("eval",))
+
+
+def streams(data_cfg):
+    """(train stream, eval stream): in memory for a glob, on disk for a prepared directory (either
+    of `data.train` and `data.eval` may be one); too little data → DataError naming the source."""
+    if is_prepared(data_cfg.train):
+        train_s, eval_s = _prepared_train(data_cfg)
+    else:
+        train, evald = split_documents(data_cfg)
+        train_s, eval_s = pack(train), pack(evald)
+    if is_prepared(data_cfg.eval):
+        eval_s = ShardedStream(data_cfg.eval, SPLITS)
+    elif data_cfg.eval:
+        eval_s = pack(d for f in resolve(data_cfg.eval) for d in documents(f, data_cfg.text_field))
     name = data_cfg.train or "the standard-library corpus"
     if len(train_s) < data_cfg.seq_len + 1:
         raise DataError(f"{name!r}: {len(train_s)} ids of training data, fewer than one sequence "
@@ -68,9 +87,15 @@ class LoadRows(grain.transforms.Map):
         self.stream, self.seq_len, self.rows = stream, seq_len, rows
 
     def map(self, indices):
-        idx = np.asarray(indices)[self.rows]
-        offsets = idx[:, None] * self.seq_len + np.arange(self.seq_len + 1)
-        return self.stream[offsets].astype(np.int32)
+        starts = np.asarray(indices)[self.rows] * self.seq_len
+        return windows(self.stream, starts, self.seq_len + 1).astype(np.int32)
+
+
+def windows(stream, starts, n: int) -> np.ndarray:
+    """`[len(starts), n]`: the ids of `stream` (in memory, or a prepared `ShardedStream`) from each start."""
+    if isinstance(stream, ShardedStream):
+        return stream.windows(starts, n)
+    return stream[np.asarray(starts)[:, None] + np.arange(n)]
 
 
 def train_dataset(stream, seq_len: int, global_batch: int, seed: int, rows: slice) -> grain.MapDataset:

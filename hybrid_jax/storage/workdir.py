@@ -65,6 +65,9 @@ class Workdir:
     def metrics_file(self) -> epath.Path:
         return self.path / "metrics.jsonl"
 
+    def metrics_log(self) -> "LineLog":
+        return LineLog(self.metrics_file)
+
     @property
     def tensorboard_dir(self) -> epath.Path:
         return self.path / "tb"
@@ -137,6 +140,32 @@ class Workdir:
             return None
         with self.manager() as mngr:
             return mngr.latest_step()
+
+
+class LineLog:
+    """Lines appended to a file. On a local disk the file is opened for appending; a bucket's objects
+    cannot be appended to, so there the whole object is written again with each line (a metrics log
+    is small: one line per logged step)."""
+
+    def __init__(self, path: epath.Path):
+        self.path = path
+        self.remote = "://" in str(path)
+        if self.remote:
+            self.text = path.read_text() if path.exists() else ""
+        else:
+            self.file = path.open("a")
+
+    def write(self, line: str) -> None:
+        if self.remote:
+            self.text += line
+            self.path.write_text(self.text)
+        else:
+            self.file.write(line)
+            self.file.flush()
+
+    def close(self) -> None:
+        if not self.remote:
+            self.file.close()
 
 
 def _first_difference(a, b, prefix: str) -> str:

@@ -57,7 +57,7 @@ class MetricsWriter:
         self.tb = None
         if enabled:
             workdir.path.mkdir(parents=True, exist_ok=True)
-            self.file = workdir.metrics_file.open("a")
+            self.file = workdir.metrics_log()
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(str(workdir.tensorboard_dir))
 
@@ -66,7 +66,6 @@ class MetricsWriter:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in row.items()}}
         self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, step)

@@ -1,0 +1,99 @@
+"""A workdir on a bucket: config, metrics and TensorBoard go through `etils.epath` (and tensorboardX's
+own gs:// writer), tried here on `gs://` paths that epath's test mock maps onto a local folder."""
+
+import os
+
+import pytest
+from etils import epath
+from etils.epath import testing as epath_testing
+
+from hybrid_jax.data.corpus import DataError
+from hybrid_jax.storage.workdir import CheckpointError, LineLog, Workdir
+from hybrid_jax.training import metrics
+from train_helpers import load_config
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    """`gs://bucket/...` paths stored under tmp_path/bucket while the test runs."""
+    def local(p):
+        p = os.fspath(p)
+        return str(tmp_path / p[len("gs://"):]) if p.startswith("gs://") else p
+
+    def one(orig, path, *a, **k):
+        return orig(local(path), *a, **k)
+
+    def two(orig, src, dst, *a, **k):
+        return orig(local(src), local(dst), *a, **k)
+
+    fns = {n: one for n in ("open", "exists", "isdir", "listdir", "makedirs", "mkdir", "remove", "rmtree",
+                            "stat", "glob", "walk")}
+    with epath_testing.mock_epath(**fns, rename=two, replace=two, copy=two):
+        yield tmp_path / "bucket"
+
+
+def test_config_round_trips_on_a_bucket(bucket):
+    cfg = load_config("tiny")
+    wd = Workdir("gs://bucket/run")
+    assert str(wd) == "gs://bucket/run"
+    wd.write_config(cfg)
+    assert (bucket / "run" / "config.json").is_file()
+    assert wd.model_config().to_dict() == cfg.model.to_dict()
+    wd.check_same_model(cfg)
+    cfg.model.global_transformer.layers += 1
+    with pytest.raises(CheckpointError, match="different model config"):
+        wd.check_same_model(cfg)
+
+
+def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
+    seen = []
+    import tensorboardX
+
+    class FakeSummaryWriter:  # tensorboardX writes gs:// itself (google-cloud-storage): record the path
+        def __init__(self, logdir):
+            seen.append(logdir)
+
+        def add_scalar(self, *a):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tensorboardX, "SummaryWriter", FakeSummaryWriter)
+    for logged in ({1: 9.0, 2: 8.0}, {2: 6.0, 3: 5.0}):  # the second run resumes after step 1
+        w = metrics.MetricsWriter(Workdir("gs://bucket/run"), True)
+        for step, loss in logged.items():
+            w.write(step, {"loss": loss})
+        w.close()
+    assert seen == ["gs://bucket/run/tb"] * 2
+    rows = metrics.read_metrics("gs://bucket/run")
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 9.0), (2, 6.0), (3, 5.0)]
+    assert len((bucket / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_local_line_log_appends(tmp_path):
+    path = epath.Path(tmp_path / "log.jsonl")
+    for text in ("a\n", "b\n"):
+        log = LineLog(path)
+        assert not log.remote
+        log.write(text)
+        log.close()
+    assert path.read_text() == "a\nb\n"
+
+
+def test_a_corpus_on_a_bucket_reads_as_a_local_one(bucket, tmp_path):
+    import ml_collections
+
+    from hybrid_jax.data.pipeline import streams
+    from train_helpers import write_corpus
+
+    write_corpus(bucket / "corpus" / "sub", n_files=5)
+    (bucket / "corpus" / "jsonl").mkdir()
+    (bucket / "corpus" / "jsonl" / "docs.jsonl").write_text('{"text": "héllo"}\n{"text": "two"}\n')
+    node = dict(eval="", text_field="text", eval_fraction=0.3, seq_len=16)
+    remote = streams(ml_collections.ConfigDict(dict(train="gs://bucket/corpus/*/*.*", **node)))
+    local = streams(ml_collections.ConfigDict(dict(train=str(bucket / "corpus" / "*" / "*.*"), **node)))
+    assert len(remote[0]) == len(local[0]) > 5 * 400 and len(remote[1]) == len(local[1])
+    assert (remote[0] == local[0]).all()
+    with pytest.raises(DataError, match="a bucket glob takes \\* but not \\*\\*"):
+        streams(ml_collections.ConfigDict(dict(train="gs://bucket/corpus/**/*.txt", **node)))
