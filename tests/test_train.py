@@ -170,6 +170,44 @@ def test_sigterm_saves_and_exits_cleanly(corpus, tmp_path):
     assert "checkpoint saved" in err and max(steps) == max(r["step"] for r in read_metrics(workdir))
 
 
+MP_OVERRIDES = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+                "--config.train.steps=40", "--config.train.batch_size=16", "--config.data.seq_len=64",
+                "--config.checkpoint.keep=5"]
+
+
+def two_processes(workdir, corpus):
+    """The two processes of a 2 x 4-device run of `MP_OVERRIDES`, started (not waited for)."""
+    from hybrid_jax.parallel.launch import commands, free_port
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    args = train_command(workdir, corpus, *MP_OVERRIDES)[3:]
+    return [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for cmd in commands("hybrid_jax.train", args, 2, free_port())]
+
+
+@pytest.mark.slow  # three 2-process runs
+def test_sigterm_to_one_process_stops_both_at_one_step(corpus, tmp_path):
+    """A signal that reaches one host only: both processes save the same step and exit 0, and the re-run
+    continues bit-identically to a run that was never stopped."""
+    full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
+    procs = two_processes(full, corpus)
+    assert [p.wait(timeout=300) for p in procs] == [0, 0], procs[0].stderr.read()[-2000:]
+    procs = two_processes(stopped, corpus)
+    metrics, deadline = os.path.join(stopped, "metrics.jsonl"), time.time() + 240
+    while not (os.path.isfile(metrics) and len(read_metrics(stopped)) >= 3) and time.time() < deadline:
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    last = max(r["step"] for r in read_metrics(stopped))
+    assert last < 40, "the run finished before the signal"
+    assert f"stopped by signal at step {last}; checkpoint saved" in errs[0]
+    assert last in {int(s) for s in os.listdir(os.path.join(stopped, "checkpoints"))}
+    procs = two_processes(stopped, corpus)
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and f"resumed from step {last}" in errs[0], errs[0][-2000:]
+    assert losses(read_metrics(stopped)) == losses(read_metrics(full))  # bit-identical
+
+
 def run_main(capsys, module, *args):
     rc = cli.run(module.main, list(args))
     out, err = capsys.readouterr()

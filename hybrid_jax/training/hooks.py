@@ -4,11 +4,13 @@ checkpoints, one `Hook` each (called in that order)."""
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
 
 import jax
+from jax.experimental import multihost_utils
 
 from hybrid_jax.storage.checkpoint import save_train_state
 from hybrid_jax.training import profiling
@@ -17,14 +19,33 @@ from hybrid_jax.training.metrics import MetricsWriter, Progress
 
 
 class SignalHook(Hook):
-    """SIGTERM / SIGINT ask the loop to save a checkpoint and leave between steps."""
+    """SIGTERM / SIGINT ask the loop to save a checkpoint and leave between steps.
+
+    Across processes every one must stop after the same step, or they meet in different collectives
+    and hang; a signal often reaches only some hosts (a pre-empted VM) or reaches them steps apart. So a
+    multi-process run leaves SIGTERM to JAX's preemption notifier (installed by
+    `jax.distributed.initialize`), which tells the coordination service, and every process asks after
+    each step whether the agreed stop step has come. SIGINT is turned into that same SIGTERM.
+    """
 
     def __init__(self, run: Run):
         self._run = run
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._agreed = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+        if self._agreed:
+            self._old = {signal.SIGINT: signal.signal(signal.SIGINT, self._to_sigterm)}
+        else:
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
         self._run.stop_requested = True
+
+    @staticmethod
+    def _to_sigterm(signum, frame):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        if self._agreed and multihost_utils.reached_preemption_sync_point(done):
+            run.stop_requested = True
 
     def close(self, run: Run, state: dict) -> None:
         """Put back the handlers that were there before (training may run inside a larger program)."""
