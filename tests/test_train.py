@@ -355,29 +355,46 @@ def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
     assert rc == 2 and "no such directory" in capsys.readouterr().err
 
 
-def test_init_from_fine_tunes_a_converted_model(eight_device_run, tmp_path, capsys):
-    """`train.init_from` on a Hugging Face export: the run takes the source's model config and its
-    parameters (with lr 0 the saved step equals the source exactly), its loss falls on new data, model
-    overrides that keep shapes apply, one that changes a shape names the tensor, and a workdir with
-    checkpoints resumes instead."""
+@pytest.fixture(scope="module")
+def hf_export(eight_device_run, tmp_path_factory):
+    """The 8-device run's model exported as a Hugging Face BLT directory."""
     from hybrid_jax.cli.convert import main as convert_main
+
+    hf_dir = str(tmp_path_factory.mktemp("hf") / "blt")
+    assert cli.run(convert_main, ["to-hf", f"{eight_device_run[0]}", "--out", hf_dir]) == 0
+    return hf_dir
+
+
+def init_from_args(hf_dir, tmp_path):
+    new_data = write_corpus(tmp_path / "new", n_files=4, seed=7)
+    return ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), f"--config.data.train={new_data}",
+            f"--config.train.init_from={hf_dir}")
+
+
+def test_init_from_takes_the_source_model_and_parameters(hf_export, tmp_path, capsys):
+    """`train.init_from` on a Hugging Face export: the run takes the source's model config and its
+    parameters (with lr 0 the saved step equals the source exactly), model overrides that keep shapes
+    apply, and one that changes a shape names the tensor."""
     from hybrid_jax.storage.checkpoint import load_model
     from hybrid_jax.storage.loading import load_any
 
-    hf_dir = str(tmp_path / "hf")
-    assert cli.run(convert_main, ["to-hf", f"{eight_device_run[0]}", "--out", hf_dir]) == 0
-    new_data = write_corpus(tmp_path / "new", n_files=4, seed=7)
-    base = ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), f"--config.data.train={new_data}",
-            f"--config.train.init_from={hf_dir}")
-    frozen = str(tmp_path / "frozen")
+    base, frozen = init_from_args(hf_export, tmp_path), str(tmp_path / "frozen")
     rc, _, err = run_main(capsys, train_cli, *base, "--workdir", frozen, "--config.train.steps=1",
                           "--config.train.lr=0", "--config.model.patching.threshold=1.25")
     assert rc == 0, err
-    source, tuned = load_any(hf_dir), load_model(frozen)
+    source, tuned = load_any(hf_export), load_model(frozen)
     assert tuned.config.patching.threshold == 1.25 and not tuned.config.patching.include_next_token  # from HF
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(param_tree(source)),
                                                     jax.tree.leaves(param_tree(tuned))))
-    tuned_dir = str(tmp_path / "tuned")
+    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", str(tmp_path / "wide"),
+                          "--config.model.global_transformer.d_model=96")
+    assert_one_line_error(rc, err, "train.init_from=")
+    assert "tensor global_transformer." in err and "in this run's model" in err
+
+
+@pytest.mark.slow  # two more training runs
+def test_fine_tuning_a_converted_model_lowers_the_loss_and_resumes(hf_export, tmp_path, capsys):
+    base, tuned_dir = init_from_args(hf_export, tmp_path), str(tmp_path / "tuned")
     rc, _, err = run_main(capsys, train_cli, *base, "--workdir", tuned_dir, "--config.train.steps=8",
                           "--config.train.lr=3e-3")
     assert rc == 0, err
@@ -386,7 +403,3 @@ def test_init_from_fine_tunes_a_converted_model(eight_device_run, tmp_path, caps
     rc, _, err = run_main(capsys, train_cli, *base, "--workdir", tuned_dir, "--config.train.steps=8",
                           "--config.train.lr=3e-3")
     assert rc == 0 and "has checkpoints: resuming it" in err, err
-    rc, _, err = run_main(capsys, train_cli, *base, "--workdir", str(tmp_path / "wide"),
-                          "--config.model.global_transformer.d_model=96")
-    assert_one_line_error(rc, err, "train.init_from=")
-    assert "tensor global_transformer." in err and "in this run's model" in err
