@@ -12,6 +12,7 @@ import ml_collections
 PATCHING_MODES = ("entropy", "static", "space")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots_saveable", "elementwise")
+OBJECTIVES = ("blt", "entropy_model")
 
 
 class ConfigError(ValueError):
@@ -39,9 +40,11 @@ def model_config() -> ml_collections.ConfigDict:
         dtype="float32",  # compute dtype; parameters are always float32
         cross_attn_k=2,
         # Entropy rules, include_next_token: see hybrid_jax.model.patching. threshold_add None = off.
+        # target_patch_len > 0: `train` sets `threshold` at start so that the (pretrained) entropy
+        # model cuts the training data into patches of this mean length (hybrid_jax.analysis.calibrate).
         patching=dict(mode="entropy", threshold=1.335442066192627, patch_size=4, max_patch_length=0,
                       max_patches=0, include_next_token=True, monotonicity=False,
-                      threshold_add=ml_collections.config_dict.placeholder(float)),
+                      threshold_add=ml_collections.config_dict.placeholder(float), target_patch_len=0.0),
         hash=dict(group_sizes=(3, 4, 5, 6, 7, 8), vocab=50021, n_functions=1),
         # trained_online: train the entropy model jointly (auxiliary next-byte loss); init_from: a
         # workdir or Hugging Face dir whose entropy model initialises (or, frozen, fixes) this one.
@@ -79,6 +82,8 @@ def validate_model(cfg) -> None:
     need(p.max_patch_length >= 0, f"model.patching.max_patch_length must be >= 0, got {p.max_patch_length}")
     need(p.max_patches == 0 or p.max_patches >= 2,
          f"model.patching.max_patches must be 0 (one per byte) or >= 2, got {p.max_patches}")
+    need(p.target_patch_len == 0 or p.target_patch_len >= 1,
+         f"model.patching.target_patch_len must be 0 (off) or >= 1, got {p.target_patch_len}")
     need(not (p.monotonicity and p.threshold_add is not None),
          "model.patching.monotonicity and model.patching.threshold_add are two different rules: set one")
     h = cfg.hash
@@ -157,6 +162,9 @@ def default_config() -> ml_collections.ConfigDict:
             lr=3e-3, min_lr_ratio=0.1, warmup_steps=50,
             weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0,
             est_loss_weight=1.0,  # weight of the entropy model's next-byte loss when trained online
+            # "blt": next-byte training of the whole model; "entropy_model": the entropy model alone
+            # (the paper's first phase; a later run freezes it with model.entropy_model.init_from)
+            objective="blt",
             log_every=10,
             # parameters of a pretrained model to fine-tune: a workdir, WORKDIR@STEP, a step directory or
             # a Hugging Face BLT directory; its model config replaces `model` (see docs/training.md)
@@ -218,6 +226,12 @@ def validate(cfg) -> None:
         raise ConfigError("train.profile_start and train.profile_steps must be >= 0")
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by train.grad_accum={t.grad_accum}")
+    if t.objective not in OBJECTIVES:
+        raise ConfigError(f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
+    p = cfg.model.patching
+    if p.target_patch_len and not (p.mode == "entropy" and (cfg.model.entropy_model.init_from or t.init_from)):
+        raise ConfigError("model.patching.target_patch_len calibrates a trained entropy model: it needs "
+                          "patching mode 'entropy' and model.entropy_model.init_from (or train.init_from)")
     if cfg.data.seq_len < 4:
         raise ConfigError(f"data.seq_len must be >= 4, got {cfg.data.seq_len}")
     for key in ("every", "batches", "batch_size"):

@@ -152,3 +152,23 @@ def test_prepare_bench_prints_a_row_per_run(tmp_path, capsys):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[3]) > 0 and 100 < float(cells[4]) < 24 * 1024  # first step (s), peak RSS (MiB)
     assert not os.listdir(tmp_path)  # the scratch corpora are removed
+
+
+def test_patching_study_prints_the_table(tmp_path, capsys):
+    from benchmarks import patching_study
+    from train_helpers import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", n_files=12)
+    args = ["--config", "configs/tiny.py", "--entropy_config", "configs/tiny.py", "--data", corpus, "--seeds", "0",
+            "--steps", "3", "--entropy_steps", "3", "--target", "4", "--eval_batches", "1", "--root", str(tmp_path / "runs"),
+            "--extra=--config.train.lr=0.01"]
+    assert patching_study.main(args) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert len(table) == 2 + 4
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in table[2:]}
+    assert set(rows) == set(patching_study.MODES)
+    assert 3.5 < float(rows["static"][1]) <= 4.0  # 4-byte patches after the lone BOS
+    assert len({cells[2] for cells in rows.values()}) == 1  # the same global and local work per byte
+    assert rows["static"][3] == rows["static"][2] != rows["entropy (online)"][3]  # no entropy model runs
+    for cells in rows.values():
+        assert float(cells[5]) > 0 and cells[4].endswith("± 0.0000")  # one seed: no spread

@@ -403,3 +403,44 @@ def test_fine_tuning_a_converted_model_lowers_the_loss_and_resumes(hf_export, tm
     rc, _, err = run_main(capsys, train_cli, *base, "--workdir", tuned_dir, "--config.train.steps=8",
                           "--config.train.lr=3e-3")
     assert rc == 0 and "has checkpoints: resuming it" in err, err
+
+
+def test_two_phase_recipe_trains_the_entropy_model_then_calibrates_on_it(corpus, tmp_path, capsys):
+    """Phase 1 (`train.objective = "entropy_model"`) changes the entropy model only and its loss falls;
+    phase 2 freezes it in a BLT (`model.entropy_model.init_from`) with the threshold that
+    `model.patching.target_patch_len` calibrates on the training data, recorded in config.json."""
+    from flax import nnx
+
+    from hybrid_jax.model import BLT
+    from hybrid_jax.storage.checkpoint import load_model
+    from hybrid_jax.storage.workdir import Workdir
+    from hybrid_jax.data.pipeline import streams
+    from hybrid_jax.training.init import calibrated_threshold
+
+    cfg = tiny_config(corpus, steps=8, lr=1e-2)
+    cfg.train.objective, cfg.model.entropy_model.trained_online = "entropy_model", False
+    phase1 = str(tmp_path / "entropy")
+    rows = one_device_cfg(cfg, phase1)
+    assert losses(rows)[-1] < losses(rows)[0] - 0.3 and all(r["loss"] == r["est_loss"] for r in rows)
+    start = jax.jit(lambda: param_tree(BLT(cfg.model, nnx.Rngs(cfg.seed))))()  # as `initial_state` makes it
+    trained = param_tree(load_model(phase1))
+    for name in start:
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start[name]), jax.tree.leaves(trained[name])))
+        assert same == (name != "entropy_model"), name
+
+    cfg2 = tiny_config(corpus, steps=2)
+    cfg2.model.entropy_model.update(init_from=phase1, trained_online=False)
+    cfg2.model.patching.update(target_patch_len=3.0, max_patch_length=0)
+    phase2 = str(tmp_path / "blt")
+    rows = one_device_cfg(cfg2, phase2)
+    assert "model.patching.threshold = " in capsys.readouterr().err
+    stored = Workdir(phase2).model_config()
+    want = calibrated_threshold(cfg2, streams(cfg2.data)[0])
+    assert stored.patching.threshold == want.threshold != 3.0 and want.mean_patch_len >= 3.0
+    assert all(abs(r["avg_patch_len"] - 3.0) < 1.0 for r in rows)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained["entropy_model"]),
+                                                    jax.tree.leaves(param_tree(load_model(phase2))["entropy_model"])))
+
+
+def one_device_cfg(cfg, workdir):
+    return train(cfg, workdir, devices=jax.devices()[:1])

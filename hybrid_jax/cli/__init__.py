@@ -196,6 +196,7 @@ COMMANDS = {
     "inspect": ("hybrid_jax.cli.inspect", "show how a model cuts a text into patches"),
     "convert": ("hybrid_jax.cli.convert", "Hugging Face BLT <-> hybrid_jax workdir"),
     "prepare": ("hybrid_jax.cli.prepare", "pack a corpus into uint16 shards read lazily (corpora larger than memory)"),
+    "calibrate": ("hybrid_jax.cli.calibrate", "the entropy threshold for a target mean patch length"),
     "estimate": ("hybrid_jax.cli.estimate", "parameters, FLOPs and memory of a config, without allocating it"),
     "prosqa": ("hybrid_jax.cli.prosqa", "write ProsQA-style latent-reasoning data"),
     "launch": ("hybrid_jax.cli.launch", "N local processes of one multi-process training run"),

@@ -125,6 +125,11 @@ class Workdir:
         if not self.has_config():
             return
         stored = self.read_config().get("model", {})
+        try:  # keys added since the run was stored compare as their defaults
+            from hybrid_jax.config import model_from_dict
+            stored = json.loads(json.dumps(model_from_dict(stored).to_dict()))
+        except (ConfigError, TypeError):
+            pass
         now = json.loads(json.dumps(cfg.model.to_dict()))
         diff = _first_difference(stored, now, "model")
         if diff:

@@ -59,3 +59,14 @@ def with_source_model(cfg, model_overrides: list[tuple[str, str]], apply_overrid
     for key, text in model_overrides:
         apply_override(cfg, key, text)
     return cfg
+
+
+def calibrated_threshold(cfg, stream, samples: int = 64):
+    """The `Calibration` (hybrid_jax.analysis.calibrate) of `model.patching.target_patch_len` on `samples`
+    windows of the training stream, with the entropy model the run starts from."""
+    from hybrid_jax.analysis.calibrate import calibrate, sample_stream
+    from hybrid_jax.storage.loading import load_any
+
+    donor = load_any(cfg.model.entropy_model.init_from or cfg.train.init_from)
+    ids = sample_stream(stream, cfg.data.seq_len, samples, cfg.seed)
+    return calibrate(donor.entropy_model, cfg.model.patching, ids, cfg.model.patching.target_patch_len)

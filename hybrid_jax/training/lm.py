@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import jax
 
 from hybrid_jax.analysis.flops import flops_per_sequence, peak_tflops
 from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
 from hybrid_jax.parallel.sharding import local_rows, make_mesh
-from hybrid_jax.training.init import initial_params
+from hybrid_jax.training.init import calibrated_threshold, initial_params
 from hybrid_jax.training.optim import learning_rate
-from hybrid_jax.training.step import LN2, compile_steps
+from hybrid_jax.training.step import LN2, compile_steps, entropy_model_losses, entropy_model_sums
 
 
 def evaluate(eval_fn, params, batches, b_sh) -> dict:
@@ -31,8 +33,11 @@ class LanguageModeling:
         self.cfg = cfg
         t, seq = cfg.train, cfg.data.seq_len
         train_stream, eval_stream = streams(cfg.data)
+        if cfg.model.patching.target_patch_len:
+            self._calibrate(train_stream)
         self.mesh = make_mesh(cfg.mesh, devices)
-        self.steps = compile_steps(cfg, self.mesh)
+        alone = cfg.train.objective == "entropy_model"
+        self.steps = compile_steps(cfg, self.mesh, *((entropy_model_losses, entropy_model_sums) if alone else ()))
         b_sh = self.steps.batch_sharding
         self.shape = (t.batch_size, seq + 1)
         self.data = iter(train_dataset(train_stream, seq, t.batch_size, cfg.seed, local_rows(b_sh, self.shape))
@@ -40,8 +45,18 @@ class LanguageModeling:
         self.evals = eval_batches(eval_stream, seq, cfg.eval.batch_size, cfg.eval.batches,
                                   local_rows(b_sh, (cfg.eval.batch_size, seq + 1))) if cfg.eval.every else []
         self.lr = learning_rate(t)
-        self.flops = flops_per_sequence(cfg.model, seq) * t.batch_size
+        self.flops = 0.0 if alone else flops_per_sequence(cfg.model, seq) * t.batch_size  # 0: no MFU
         self.peak = peak_tflops(jax.devices()[0].device_kind, t.peak_tflops)
+
+    def _calibrate(self, stream) -> None:
+        """Set `model.patching.threshold` for `target_patch_len` (recorded in config.json): the same on
+        every process, and on a resume, since the sample and the entropy model are the same."""
+        result = calibrated_threshold(self.cfg, stream)
+        self.cfg.model.patching.threshold = result.threshold
+        if jax.process_index() == 0:
+            print(f"model.patching.threshold = {result.threshold:.6f}: mean patch {result.mean_patch_len:.3f} bytes "
+                  f"on {result.samples} training windows (target {self.cfg.model.patching.target_patch_len})",
+                  file=sys.stderr)
 
     def fresh_state(self, state: dict) -> dict:
         state["params"] = initial_params(self.cfg, state["params"], self.steps.state_shardings["params"])
@@ -65,7 +80,7 @@ class LanguageModeling:
 
     def log_fields(self, done: int, step_time: float) -> dict:
         t = self.cfg.train
-        mfu = self.flops / step_time / (self.peak * 1e12 * self.mesh.size) if self.peak else None
+        mfu = self.flops / step_time / (self.peak * 1e12 * self.mesh.size) if self.peak and self.flops else None
         return {"lr": float(self.lr(done - 1)), "bytes_per_sec": t.batch_size * self.cfg.data.seq_len / step_time,
                 "mfu": mfu}
 

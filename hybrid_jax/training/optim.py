@@ -1,5 +1,6 @@
 """AdamW with warmup + cosine decay, global-norm clipping, and masks: no weight decay on norms and
-embeddings; the entropy model frozen unless it is trained online."""
+embeddings; the entropy model frozen unless it is trained online, and everything else frozen when it is
+trained alone (`train.objective = "entropy_model"`)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ def optimizer(cfg) -> optax.GradientTransformation:
         optax.clip_by_global_norm(t.clip_norm),
         optax.adamw(learning_rate(t), b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
                     mask=decay_mask))
-    frozen = not cfg.model.entropy_model.trained_online
+    only_entropy = cfg.train.objective == "entropy_model"
+    entropy_frozen = not (cfg.model.entropy_model.trained_online or only_entropy)
+
+    def label(path) -> str:
+        entropy = path_names(path)[0] == "entropy_model"
+        return "frozen" if (entropy and entropy_frozen) or (not entropy and only_entropy) else "train"
 
     def labels(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda p, _: "frozen" if frozen and path_names(p)[0] == "entropy_model" else "train", params)
+        return jax.tree_util.tree_map_with_path(lambda p, _: label(p), params)
     return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)

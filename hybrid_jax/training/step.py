@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hybrid_jax.model import BLT
+from hybrid_jax.model import BLT, patching
 from hybrid_jax.model.params import abstract_model, assemble, model_template, param_tree
 from hybrid_jax.parallel.sharding import batch_sharding, param_shardings, state_shardings
 from hybrid_jax.training.optim import optimizer
@@ -35,6 +35,27 @@ def losses(model, batch, est_weight: float, trained_online: bool):
     patches = info.starts[:, :-1].sum(axis=1).astype(jnp.float32)
     metrics = {"loss": ce, "est_loss": est, "avg_patch_len": inputs.shape[1] / patches.mean()}
     return ce + est_weight * est, metrics
+
+
+def entropy_model_losses(model, batch):
+    """(loss, metrics) of the entropy model alone (`train.objective = "entropy_model"`): its next-byte CE,
+    and the mean patch length its entropies would give under `model.patching`."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model.entropy_model(inputs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    ents = patching.entropies_from_logits(jax.lax.stop_gradient(logits))
+    patches = patching.compute_starts(model.config.patching, inputs, ents)[:, :-1].sum(axis=1).astype(jnp.float32)
+    return ce, {"loss": ce, "est_loss": ce, "avg_patch_len": inputs.shape[1] / patches.mean()}
+
+
+def entropy_model_sums(model, batch, mask=None):
+    """`eval_sums` of the entropy model alone."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    mask = jnp.ones(targets.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    logits = model.entropy_model(inputs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    starts = patching.compute_starts(model.config.patching, inputs, patching.entropies_from_logits(logits))
+    return (ce * mask).sum(), mask.sum(), (starts[:, :-1] * mask).sum()
 
 
 def masked_losses(model, batch, est_weight: float, trained_online: bool, latent_passes: int = 0):
