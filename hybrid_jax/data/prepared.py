@@ -12,7 +12,9 @@ An interrupted `prepare` keeps its finished shards and redoes only the rest.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import multiprocessing
 import os
 import sys
 
@@ -108,10 +110,12 @@ def prepare(pattern: str, out: str, text_field: str = "text", eval_fraction: flo
         return index
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     jobs = [(i, f, out, text_field, eval_fraction) for i, f in enumerate(files)]
-    workers = workers or len(os.sched_getaffinity(0))
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-        shards = []
-        for entry in pool.map(prepare_file, jobs):
+    workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
+    shards = []
+    # Spawned, not forked: a caller may have started JAX's threads, which a fork would copy mid-flight.
+    with (concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+          if workers > 1 else contextlib.nullcontext()) as pool:
+        for entry in (pool.map(prepare_file, jobs) if pool else map(prepare_file, jobs)):
             shards.append(entry)
             if progress:
                 progress(entry)
