@@ -20,9 +20,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -n 2 -m "not slow and not integration"
 
-# The slow tier compiles at XLA's default LLVM level (conftest.py lowers it for the other tiers).
+# Like the other tiers, at LLVM's cheapest level (tests/conftest.py): the slow tests are mostly compiling.
 test-slow: setup
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q -n 2 -m slow
+	$(PY) -m pytest -q -n 2 --dist loadfile -m slow --durations=25
 
 train: setup
 	$(PY) -m hybrid_jax.train --config configs/toy.py --workdir runs/toy

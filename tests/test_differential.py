@@ -44,7 +44,7 @@ TOL = 1e-4
 # rounding reaches ~1e-4 there (seed 19's export: 1.3e-4, its logits within 4e-6).
 ENT_TOL = 5e-4
 FAST_SEEDS = list(range(7))  # in `make test`; the rest under `slow`
-SLOW_SEEDS = list(range(7, 130))
+SLOW_SEEDS = list(range(7, 47))
 GREEDY_BYTES = 64
 
 
