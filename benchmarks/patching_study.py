@@ -7,7 +7,9 @@ Per seed, four runs of the same config (`--config`, default the toy), steps, bat
 - `entropy (frozen, calibrated)`: phase 1 trains the entropy model alone once (`train.objective =
   entropy_model`, `--entropy_steps`), phase 2 freezes it and calibrates the threshold for `--target`
   bytes per patch on the training data (`model.patching.target_patch_len`);
-- `entropy (online)`: the entropy model trained jointly, the config's own threshold (as `make train`);
+- `entropy (online)`: the entropy model trained jointly (as `make train`), with the threshold that the
+  frozen row calibrated (the config's own when that row is not run): an untrained model cannot be
+  calibrated at start, and the config's threshold belongs to another corpus;
 - `static`: patches of `--target` bytes;
 - `space`: a patch per word.
 Every run has the same `model.patching.max_patches` (the global transformer's slots per sequence,
@@ -31,17 +33,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("entropy (frozen, calibrated)", "entropy (online)", "static", "space")
 
 
+def short(mode: str) -> str:
+    """The name of a mode on the command line and in workdir names: entropy, entropy_online, static, space."""
+    return mode.split(" ")[0] + ("_online" if "online" in mode else "")
+
+
 def train(config: str, workdir: str, overrides: list[str]) -> list[dict]:
     """Run `hybrid-jax train` (resuming a finished run is a no-op) and return its metric rows."""
     cmd = [sys.executable, "-m", "hybrid_jax.train", "--config", config, "--workdir", workdir, *overrides]
-    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Seeds of a mode compile the same programs: share JAX's persistent cache between the runs.
+    env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, ".jax_cache"), **os.environ}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     from hybrid_jax.training.metrics import read_metrics
     return read_metrics(workdir)
 
 
-def mode_overrides(mode: str, target: int, entropy_dir: str) -> list[str]:
+def mode_overrides(mode: str, target: int, entropy_dir: str, threshold: float | None) -> list[str]:
+    """The config overrides of one row; `threshold` (online only): the frozen model's calibrated one."""
     p = "--config.model.patching."
     off = "--config.model.entropy_model.trained_online=False"  # nothing to train it for
     if mode == "static":
@@ -49,7 +59,8 @@ def mode_overrides(mode: str, target: int, entropy_dir: str) -> list[str]:
     if mode == "space":
         return [f"{p}mode=space", off]
     if mode == "entropy (online)":
-        return [f"{p}mode=entropy", "--config.model.entropy_model.trained_online=True"]
+        return [f"{p}mode=entropy", "--config.model.entropy_model.trained_online=True",
+                *([f"{p}threshold={threshold}"] if threshold is not None else [])]
     return [f"{p}mode=entropy", f"{p}target_patch_len={target}", f"--config.model.entropy_model.init_from={entropy_dir}",
             "--config.model.entropy_model.trained_online=False"]
 
@@ -80,6 +91,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/toy.py", help="base config")
     p.add_argument("--entropy_config", default="configs/toy_entropy.py", help="phase-1 config (same entropy model)")
     p.add_argument("--data", default="", help="training glob or prepared directory ('' = the standard library)")
+    p.add_argument("--eval_data", default="", help="held-out glob ('' = a hash-chosen share of --data)")
+    p.add_argument("--modes", nargs="+", choices=[short(m) for m in MODES],
+                   help="only these rows (default: all four)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=600, help="training steps of every BLT run")
     p.add_argument("--entropy_steps", type=int, default=1500, help="phase-1 steps")
@@ -87,29 +101,36 @@ def main(argv=None) -> int:
     p.add_argument("--slack", type=float, default=1.25, help="max_patches = slack * seq_len / target")
     p.add_argument("--eval_batches", type=int, default=16, help="held-out batches scored at the end")
     p.add_argument("--root", default="runs/patching_study", help="one workdir per run under it")
+    p.add_argument("--entropy_dir", default="", help="a finished phase-1 run to use instead of training ROOT/entropy_model")
     p.add_argument("--extra", action="append", default=[],
                    help="one more --config.KEY=VALUE for every run (repeat; write --extra=--config.a.b=v)")
     args = p.parse_args(argv)
 
     from hybrid_jax import cli
     seq = cli.load_config(args.config).data.seq_len
-    common = [f"--config.data.train={args.data}", f"--config.train.steps={args.steps}",
+    data = [f"--config.data.train={args.data}", f"--config.data.eval={args.eval_data}"]
+    common = [*data, f"--config.train.steps={args.steps}",
               f"--config.eval.every={args.steps}", f"--config.eval.batches={args.eval_batches}",
               f"--config.model.patching.max_patches={math.ceil(args.slack * seq / args.target)}",
               "--config.model.patching.max_patch_length=0", *args.extra]
-    entropy_dir = os.path.join(args.root, "entropy_model")
-    rows = train(args.entropy_config, entropy_dir, [
-        f"--config.data.train={args.data}", f"--config.train.steps={args.entropy_steps}",
-        f"--config.eval.every={args.entropy_steps}", "--config.train.objective=entropy_model",
-        "--config.model.entropy_model.trained_online=False", *args.extra])
-    print(f"phase 1: entropy model held-out bpb {last(rows, 'eval_bpb'):.4f} after {args.entropy_steps} steps",
-          file=sys.stderr)
-    results = {m: [] for m in MODES}
+    entropy_dir = args.entropy_dir or os.path.join(args.root, "entropy_model")
+    if not args.entropy_dir:
+        rows = train(args.entropy_config, entropy_dir, [
+            *data, f"--config.train.steps={args.entropy_steps}",
+            f"--config.eval.every={args.entropy_steps}", "--config.train.objective=entropy_model",
+            "--config.model.entropy_model.trained_online=False", *args.extra])
+        print(f"phase 1: entropy model held-out bpb {last(rows, 'eval_bpb'):.4f} after {args.entropy_steps} "
+              "steps", file=sys.stderr)
+    results = {m: [] for m in MODES if not args.modes or short(m) in args.modes}
     for seed in args.seeds:
-        for mode in MODES:
-            overrides = [*common, f"--config.seed={seed}", *mode_overrides(mode, args.target, entropy_dir)]
-            name = mode.split(" ")[0] + ("_online" if "online" in mode else "")
-            rows = train(args.config, os.path.join(args.root, f"{name}_seed{seed}"), overrides)
+        for mode in results:
+            frozen = os.path.join(args.root, f"entropy_seed{seed}", "config.json")
+            threshold = None
+            if os.path.exists(frozen):  # the online row borrows the frozen row's calibrated threshold
+                with open(frozen) as f:
+                    threshold = json.load(f)["model"]["patching"]["threshold"]
+            overrides = [*common, f"--config.seed={seed}", *mode_overrides(mode, args.target, entropy_dir, threshold)]
+            rows = train(args.config, os.path.join(args.root, f"{short(mode)}_seed{seed}"), overrides)
             results[mode].append({"bpb": last(rows, "eval_bpb"), "patch": last(rows, "eval_avg_patch_len"),
                                   "flops": flops_per_byte(args.config, overrides)})
             print(json.dumps({"mode": mode, "seed": seed, **results[mode][-1]}), file=sys.stderr)
