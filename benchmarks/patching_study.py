@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         for mode in results:
             frozen = os.path.join(args.root, f"entropy_seed{seed}", "config.json")
             threshold = None
-            if os.path.exists(frozen):  # the online row borrows the frozen row's calibrated threshold
+            if mode == MODES[1] and MODES[0] in results:  # borrow the frozen row's calibrated threshold
                 with open(frozen) as f:
                     threshold = json.load(f)["model"]["patching"]["threshold"]
             overrides = [*common, f"--config.seed={seed}", *mode_overrides(mode, args.target, entropy_dir, threshold)]

@@ -30,7 +30,7 @@ def fetch(workdir: str) -> str:
         r = subprocess.run(["apt-get", "download", pkg], cwd=workdir, capture_output=True, text=True)
         debs = glob.glob(os.path.join(workdir, f"{pkg}_*.deb"))
         if r.returncode or not debs:
-            raise SystemExit(f"prose_corpus: cannot fetch the Debian package {pkg!r} "
+            raise OSError(f"cannot fetch the Debian package {pkg!r} "
                              f"({(r.stderr.strip().splitlines() or ['no apt-get'])[-1]})")
         subprocess.run(["dpkg", "-x", debs[0], root], check=True)
     return root
@@ -63,18 +63,18 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             found = books(fetch(tmp))
     except (OSError, subprocess.CalledProcessError) as e:
-        print(f"prose_corpus: cannot unpack or run the bible program: {e}", file=sys.stderr)
+        print(f"prose_corpus: {e}", file=sys.stderr)
         return 2
     if len(found) != 66:
         print(f"prose_corpus: expected 66 books, the program printed {len(found)}", file=sys.stderr)
         return 2
     for split in ("train", "eval"):
         os.makedirs(os.path.join(args.out, split), exist_ok=True)
+    held = [i % args.every == 5 % args.every for i in range(len(found))]
     for i, (name, text) in enumerate(found):
-        split = "eval" if i % args.every == 5 else "train"
-        with open(os.path.join(args.out, split, f"{i + 1:02d}_{name}.txt"), "w") as f:
+        with open(os.path.join(args.out, "eval" if held[i] else "train", f"{i + 1:02d}_{name}.txt"), "w") as f:
             f.write(text)
-    n_eval = sum(1 for i in range(len(found)) if i % args.every == 5)
+    n_eval = sum(held)
     print(f"{len(found) - n_eval} training and {n_eval} held-out books under {args.out}")
     return 0
 
