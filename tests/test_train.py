@@ -226,6 +226,8 @@ def assert_one_line_error(rc, err, fragment):
     (["--config.train.steps=many"], "config key 'train.steps' expects int, got 'many'"),
     (["--config.train.stepz=3"], "unknown config key 'train.stepz'"),
     (["--config.train.batch_size=6", "--config.train.grad_accum=4"], "divisible by train.grad_accum"),
+    (["--config.train.batch_size=12"], "train.batch_size=12 must be divisible by the mesh's data x fsdp = 8"),
+    (["--config.eval.batch_size=3", "--config.eval.every=1"], "eval.batch_size=3 must be divisible by"),
     (["--config.data.train=/nonexistent/**/*.txt"], "no files match '/nonexistent/**/*.txt'"),
     (["--cpu_devices=two"], "--cpu_devices must be"),
     (["--config.train.profile_steps=-1"], "train.profile_start and train.profile_steps must be >= 0"),

@@ -22,7 +22,7 @@ def parse(argv):
     p.add_argument("--data", required=True, help="glob of text / JSONL / ArrayRecord files, or a prepared directory")
     p.add_argument("--target_patch_len", type=float, required=True, help="mean bytes per patch wanted")
     p.add_argument("--rule", choices=("global", "monotonic"), default=None,
-                   help="entropy rule (default: the model's own)")
+                   help="entropy rule; omitted: the model's own")
     p.add_argument("--seq_len", type=int, default=0,
                    help="bytes per sampled window (0: the checkpoint's training data.seq_len, else 512)")
     p.add_argument("--samples", type=int, default=64, help="windows sampled from DATA")

@@ -106,6 +106,13 @@ def state_shardings(tree, params_shardings, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(pick, tree)
 
 
+def check_rows(name: str, rows: int, mesh: Mesh) -> None:
+    """A batch of `rows` (config key `name`) must split evenly over the data x fsdp devices."""
+    shards = math.prod(mesh.shape[a] for a in BATCH)
+    if rows % shards:
+        raise ConfigError(f"{name}={rows} must be divisible by the mesh's data x fsdp = {shards} devices")
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """`[batch, length]` arrays: rows over data x fsdp."""
     return NamedSharding(mesh, P(BATCH, None))

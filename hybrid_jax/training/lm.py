@@ -9,7 +9,7 @@ import jax
 
 from hybrid_jax.analysis.flops import flops_per_sequence, peak_tflops
 from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
-from hybrid_jax.parallel.sharding import local_rows, make_mesh
+from hybrid_jax.parallel.sharding import check_rows, local_rows, make_mesh
 from hybrid_jax.training.init import calibrated_threshold, initial_params
 from hybrid_jax.training.optim import learning_rate
 from hybrid_jax.training.step import LN2, compile_steps, entropy_model_losses, entropy_model_sums
@@ -39,6 +39,8 @@ class LanguageModeling:
         alone = cfg.train.objective == "entropy_model"
         self.steps = compile_steps(cfg, self.mesh, *((entropy_model_losses, entropy_model_sums) if alone else ()))
         b_sh = self.steps.batch_sharding
+        if cfg.eval.every:
+            check_rows("eval.batch_size", cfg.eval.batch_size, self.mesh)
         self.shape = (t.batch_size, seq + 1)
         self.data = iter(train_dataset(train_stream, seq, t.batch_size, cfg.seed, local_rows(b_sh, self.shape))
                          .to_iter_dataset())

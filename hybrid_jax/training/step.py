@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hybrid_jax.model import BLT, patching
 from hybrid_jax.model.params import abstract_model, assemble, model_template, param_tree
-from hybrid_jax.parallel.sharding import batch_sharding, param_shardings, state_shardings
+from hybrid_jax.parallel.sharding import batch_sharding, check_rows, param_shardings, state_shardings
 from hybrid_jax.training.optim import optimizer
 
 LN2 = math.log(2.0)
@@ -154,6 +154,7 @@ def compiler_options(mesh: Mesh) -> dict:
 def compile_steps(cfg, mesh: Mesh, loss: Callable | None = None, sums: Callable = eval_sums) -> Steps:
     """Train and eval steps under `jax.jit` with explicit in/out shardings (compiled on first call);
     `loss` and `sums` replace the default next-byte objectives (see `make_train_step`)."""
+    check_rows("train.batch_size", cfg.train.batch_size, mesh)
     graphdef, template = model_template(cfg.model)
     params = param_tree(abstract_model(cfg.model))
     tx = optimizer(cfg)
