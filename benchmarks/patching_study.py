@@ -134,16 +134,28 @@ def main(argv=None) -> int:
             results[mode].append({"bpb": last(rows, "eval_bpb"), "patch": last(rows, "eval_avg_patch_len"),
                                   "flops": flops_per_byte(args.config, overrides)})
             print(json.dumps({"mode": mode, "seed": seed, **results[mode][-1]}), file=sys.stderr)
+    print_table(results, len(args.seeds))
+    return 0
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def print_table(results: dict[str, list[dict]], seeds: int) -> None:
+    """The Markdown table. Seeds share data order, so most of a seed's luck is common to every row: the
+    last column pairs each row with static by seed (negative: fewer bits than static)."""
+    static = [r["bpb"] for r in results.get("static", [])]
     print(f"| patching | mean patch (bytes) | FLOPs/byte, global+local | FLOPs/byte, with entropy model | "
-          f"held-out bpb, mean ± sd over {len(args.seeds)} seeds | per seed |")
-    print("|---|---|---|---|---|---|")
+          f"held-out bpb, mean ± sd over {seeds} seeds | per seed | minus static, paired by seed |")
+    print("|---|---|---|---|---|---|---|")
     for mode, runs in results.items():
         bpb = [r["bpb"] for r in runs]
-        sd = statistics.stdev(bpb) if len(bpb) > 1 else 0.0
+        paired = mean_sd([b - s for b, s in zip(bpb, static)]) if static and mode != "static" else ""
         print(f"| {mode} | {statistics.mean(r['patch'] for r in runs):.2f} | {runs[0]['flops'][0] / 1e6:.2f} M | "
-              f"{runs[0]['flops'][1] / 1e6:.2f} M | {statistics.mean(bpb):.4f} ± {sd:.4f} | "
-              f"{', '.join(f'{b:.4f}' for b in bpb)} |")
-    return 0
+              f"{runs[0]['flops'][1] / 1e6:.2f} M | {mean_sd(bpb)} | {', '.join(f'{b:.4f}' for b in bpb)} | "
+              f"{paired} |")
 
 
 if __name__ == "__main__":

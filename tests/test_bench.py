@@ -172,3 +172,7 @@ def test_patching_study_prints_the_table(tmp_path, capsys):
     assert rows["static"][3] == rows["static"][2] != rows["entropy (online)"][3]  # no entropy model runs
     for cells in rows.values():
         assert float(cells[5]) > 0 and cells[4].endswith("± 0.0000")  # one seed: no spread
+    assert rows["static"][6] == ""
+    for mode in ("space", "entropy (online)"):  # paired with static by seed: the difference of the two
+        paired = float(rows[mode][6].split(" ± ")[0])
+        assert abs(paired - (float(rows[mode][5]) - float(rows["static"][5]))) <= 1.5e-4
