@@ -100,4 +100,4 @@ def test_a_corpus_on_a_bucket_reads_as_a_local_one(bucket, tmp_path):
     assert len(remote[0]) == len(local[0]) > 5 * 400 and len(remote[1]) == len(local[1]) > 2 * 400
     assert (remote[0] == local[0]).all() and (remote[1] == local[1]).all()
     with pytest.raises(DataError, match="a bucket glob takes \\* but not \\*\\*"):
-        streams(ml_collections.ConfigDict(dict(train="gs://bucket/corpus/**/*.txt", **node)))
+        streams(ml_collections.ConfigDict(dict(train="gs://bucket/corpus/**/*.txt", eval="", **node)))
