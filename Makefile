@@ -27,8 +27,8 @@ test-slow: setup
 # The paper's two-phase recipe, the best of docs/results/2026-12-03-patching-study.md on code: the entropy
 # model alone, then the BLT with it frozen and its threshold calibrated for 4-byte patches.
 train: setup
-	$(PY) -m hybrid_jax.train --config configs/toy_entropy.py --workdir runs/toy_entropy
-	$(PY) -m hybrid_jax.train --config configs/toy.py --workdir runs/toy \
+	$(PY) -m hybrid_jax train --config configs/toy_entropy.py --workdir runs/toy_entropy
+	$(PY) -m hybrid_jax train --config configs/toy.py --workdir runs/toy \
 		--config.model.entropy_model.init_from=runs/toy_entropy \
 		--config.model.entropy_model.trained_online=False --config.model.patching.target_patch_len=4
 

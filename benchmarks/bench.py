@@ -39,17 +39,16 @@ import time
 import jax
 import numpy as np
 
-from hybrid_jax import cli
-from hybrid_jax.config import ConfigError, validate
-
+from hybrid_jax.cli import ArgumentParser, run
+from hybrid_jax.config import validate
+from hybrid_jax.errors import ConfigError
 
 COMMANDS = ("train", "generate", "attention")
 
 
 def parse(argv):
-    """(command, config, options) from `train|generate|attention --config FILE [--config.a.b=v ...] [options]`
-    (`argv[0]` is the program name)."""
-    p = cli.ArgumentParser(prog="python -m benchmarks.bench", description="Benchmarks: train step speed, cached "
+    """(command, config, options) from `train|generate|attention --config FILE [--config.a.b=v ...] [options]`."""
+    p = ArgumentParser(prog="python -m benchmarks.bench", description="Benchmarks: train step speed, cached "
                            "generation and attention, optionally against Hugging Face.",
                            example="python -m benchmarks.bench train --config configs/toy.py --compare_hf")
     p.add_argument("command", choices=COMMANDS, help="what to time")
@@ -68,7 +67,7 @@ def parse(argv):
                    "print where their time goes")
     p.add_argument("--cpu_devices", default="auto", help="train: CPU backend devices, auto (one, or the count the "
                    "mesh names) or a count")
-    fv, cfg = p.parse_with_config(list(argv)[1:])
+    fv, cfg = p.parse_with_config(argv)
     fv.config = cfg
     fv.contexts = fv.contexts.split(",")
     if fv.steps < 1 or fv.warmup < 0 or fv.new_bytes < 1 or fv.batch < 1:
@@ -151,15 +150,15 @@ def bench_jax(cfg, batch: np.ndarray, jax_step, steps: int, warmup: int) -> dict
 
 def profile_jax(jax_step, tracer) -> dict:
     """Run the JAX steps of `tracer` (a `profiling.StepTracer` from step 0) and say where their time
-    went (`profile_summary.summary`)."""
-    from benchmarks import profile_summary
+    went (`hybrid_jax.analysis.profile.summary`)."""
+    from hybrid_jax.analysis import profile
 
     step, info = jax_step
     for i in range(tracer.stop_at):
         tracer.before(i)
         step()
         tracer.after(i, None)
-    return profile_summary.summary(tracer.logdir, info["hlo"](), tracer.stop_at, info["devices"])
+    return profile.summary(tracer.logdir, info["hlo"](), tracer.stop_at, info["devices"])
 
 
 def hf_train_step(cfg, batch: np.ndarray):
@@ -362,7 +361,7 @@ def main_generate(cfg, opts) -> dict:
 
 
 def main_train(cfg, opts) -> dict:
-    from benchmarks.profile_summary import format_summary
+    from hybrid_jax.analysis.profile import format_summary
     from hybrid_jax.parallel.distributed import set_cpu_devices
     from hybrid_jax.parallel.host_memory import keep_freed_memory
     from hybrid_jax.training.profiling import StepTracer, unfold_gpu_graphs
@@ -470,8 +469,8 @@ def main_attention(cfg, opts) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    command, cfg, opts = parse(sys.argv if argv is None else argv)
+def main(argv: list[str]) -> int:
+    command, cfg, opts = parse(argv)
     run = {"train": main_train, "generate": main_generate, "attention": main_attention}[command]
     result = run(cfg, opts)
     if opts.json:
@@ -480,4 +479,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(run(main))

@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from hybrid_jax.cli import ArgumentParser, run
+
 HEADER = ("| run | device | batch × bytes | step | bytes/s | TFLOP/s | MFU | peak memory | HF step | ratio |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
 
@@ -46,12 +48,15 @@ def table(directory: str, names: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        print("usage: python -m benchmarks.bench_table DIR NAME...", file=sys.stderr)
-        return 2
-    print(table(argv[1], argv[2:]))
+    p = ArgumentParser(prog="python -m benchmarks.bench_table", description="The table of GPU benchmark runs "
+                       "that benchmarks/gpu_bench.sh wrote into DIR (NAME.json and NAME.log per run).",
+                       example="python -m benchmarks.bench_table /tmp/gpu_bench 1b toy")
+    p.add_argument("dir", help="the directory gpu_bench.sh wrote")
+    p.add_argument("names", nargs="+", help="the runs, in table order")
+    args = p.parse_args(argv)
+    print(table(args.dir, args.names))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run(main))

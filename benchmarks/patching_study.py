@@ -29,6 +29,8 @@ import statistics
 import subprocess
 import sys
 
+from hybrid_jax.storage.workdir import Workdir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("entropy (frozen, calibrated)", "entropy (online)", "static", "space")
 
@@ -40,7 +42,7 @@ def short(mode: str) -> str:
 
 def train(config: str, workdir: str, overrides: list[str]) -> list[dict]:
     """Run `hybrid-jax train` (resuming a finished run is a no-op) and return its metric rows."""
-    cmd = [sys.executable, "-m", "hybrid_jax.train", "--config", config, "--workdir", workdir, *overrides]
+    cmd = [sys.executable, "-m", "hybrid_jax", "train", "--config", config, "--workdir", workdir, *overrides]
     # Seeds of a mode compile the same programs: share JAX's persistent cache between the runs.
     env = {"JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, ".jax_cache"), **os.environ}
     r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -67,14 +69,14 @@ def mode_overrides(mode: str, target: int, entropy_dir: str, threshold: float | 
 
 def flops_per_byte(config: str, overrides: list[str]) -> tuple[float, float]:
     """(training FLOPs per byte without, with the entropy model) of the config with `overrides`."""
-    from hybrid_jax import cli
     from hybrid_jax.analysis.flops import flops_per_sequence, forward_flops
+    from hybrid_jax.config import apply_override, load_config
 
-    cfg = cli.load_config(config)
+    cfg = load_config(config)
     for arg in overrides:
         key, _, value = arg[len("--config."):].partition("=")
         if key not in ("model.entropy_model.init_from", "model.patching.target_patch_len"):
-            cli.apply_override(cfg, key, value)
+            apply_override(cfg, key, value)
     seq = cfg.data.seq_len
     f = forward_flops(cfg.model, seq)
     total = flops_per_sequence(cfg.model, seq)
@@ -106,8 +108,8 @@ def main(argv=None) -> int:
                    help="one more --config.KEY=VALUE for every run (repeat; write --extra=--config.a.b=v)")
     args = p.parse_args(argv)
 
-    from hybrid_jax import cli
-    seq = cli.load_config(args.config).data.seq_len
+    from hybrid_jax.config import load_config
+    seq = load_config(args.config).data.seq_len
     data = [f"--config.data.train={args.data}", f"--config.data.eval={args.eval_data}"]
     common = [*data, f"--config.train.steps={args.steps}",
               f"--config.eval.every={args.steps}", f"--config.eval.batches={args.eval_batches}",
@@ -124,11 +126,10 @@ def main(argv=None) -> int:
     results = {m: [] for m in MODES if not args.modes or short(m) in args.modes}
     for seed in args.seeds:
         for mode in results:
-            frozen = os.path.join(args.root, f"entropy_seed{seed}", "config.json")
+            frozen = Workdir(os.path.join(args.root, f"entropy_seed{seed}"))
             threshold = None
             if mode == MODES[1] and MODES[0] in results:  # borrow the frozen row's calibrated threshold
-                with open(frozen) as f:
-                    threshold = json.load(f)["model"]["patching"]["threshold"]
+                threshold = frozen.model_config().patching.threshold
             overrides = [*common, f"--config.seed={seed}", *mode_overrides(mode, args.target, entropy_dir, threshold)]
             rows = train(args.config, os.path.join(args.root, f"{short(mode)}_seed{seed}"), overrides)
             results[mode].append({"bpb": last(rows, "eval_bpb"), "patch": last(rows, "eval_avg_patch_len"),

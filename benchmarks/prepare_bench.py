@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from hybrid_jax.storage.workdir import Workdir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILE_BYTES = 64 << 20
 
@@ -52,12 +54,12 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], 
 
 def train_run(data: str, workdir: str, steps: int) -> dict:
     """Seconds to the first logged step and peak RSS (MiB) of a tiny-config `train` on `data`."""
-    cmd = [sys.executable, "-m", "hybrid_jax.train", "--config", "configs/tiny.py", "--workdir", workdir,
+    cmd = [sys.executable, "-m", "hybrid_jax", "train", "--config", "configs/tiny.py", "--workdir", workdir,
            f"--config.data.train={data}", "--config.data.eval_fraction=0", f"--config.train.steps={steps}",
            "--config.train.log_every=1"]
     t0 = time.time()
     proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *cmd], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    metrics, first = os.path.join(workdir, "metrics.jsonl"), None
+    metrics, first = str(Workdir(workdir).metrics_file), None
     while proc.poll() is None:
         if first is None and os.path.isfile(metrics) and os.path.getsize(metrics):
             first = time.time() - t0
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
         base = os.path.join(args.root, f"{gb:g}gb")
         glob = synthetic_text(os.path.join(base, "text"), int(gb * 1e9))
         prep = os.path.join(base, "prepared")
-        secs = timed([sys.executable, "-m", "hybrid_jax.prepare", "--data", glob, "--out", prep,
+        secs = timed([sys.executable, "-m", "hybrid_jax", "prepare", "--data", glob, "--out", prep,
                       "--workers", str(args.workers), "--eval_fraction", "0"])
         run = train_run(prep, os.path.join(base, "run_prepared"), args.steps)
         rows.append({"corpus_gb": gb, "input": "prepared", "prepare_mb_s": gb * 1e3 / secs, **run})

@@ -3,7 +3,7 @@ d_model 2048, 20 layers), with the entropy model trained online as the seed does
 (`--use_learned_estimator --train_estimator`). Sized for a GPU
 node or a TPU slice: weights and optimizer state sharded over `fsdp`, bf16 compute, fp32 master weights.
 
-  python -m hybrid_jax.train --config configs/model_1b.py --workdir gs://BUCKET/runs/blt1b \
+  python -m hybrid_jax train --config configs/model_1b.py --workdir gs://BUCKET/runs/blt1b \
       --config.data.train='gs://BUCKET/corpus/*.jsonl'
 """
 

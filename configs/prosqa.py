@@ -1,9 +1,9 @@
 """Latent reasoning (Coconut) on ProsQA, sized for one GPU: ~131 M parameters (31 M of them hash
 tables), bfloat16 compute.
 
-    python -m hybrid_jax.data.prosqa --out data/prosqa   # or the reference's prosqa_{train,valid}.json
-    python -m hybrid_jax.train --config configs/prosqa.py --workdir runs/prosqa
-    python -m hybrid_jax.evaluate qa --ckpt runs/prosqa --data data/prosqa/prosqa_valid.json
+    python -m hybrid_jax prosqa --out data/prosqa   # or the reference's prosqa_{train,valid}.json
+    python -m hybrid_jax train --config configs/prosqa.py --workdir runs/prosqa
+    python -m hybrid_jax evaluate qa --ckpt runs/prosqa --data data/prosqa/prosqa_valid.json
 
 The reference schedule (c_thought 1, 5 epochs per stage, stages 0-6, 50 epochs, optimizer reset per
 stage, batch 32) on a BLT trained from scratch (the paper fine-tunes a pretrained GPT-2, so the

@@ -1,7 +1,7 @@
 """Latent reasoning (Coconut) on tiny generated ProsQA-style data, sized for a CPU: ~1.1 M parameters.
 
-    python -m hybrid_jax.data.prosqa --nano --out data/prosqa_nano --n_train 6000 --n_valid 200 --n_test 200 --seed 3
-    python -m hybrid_jax.train --config configs/prosqa_tiny.py --workdir runs/prosqa_tiny
+    python -m hybrid_jax prosqa --nano --out data/prosqa_nano --n_train 6000 --n_valid 200 --n_test 200 --seed 3
+    python -m hybrid_jax train --config configs/prosqa_tiny.py --workdir runs/prosqa_tiny
 
 Space patching (one patch per word; `<bot>`, `<eot>` and every `<latent>` alone), two-hop questions over
 a closed 12-word lexicon (`--nano`, <= 193 bytes with the proof written out): one epoch at each of

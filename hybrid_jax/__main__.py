@@ -2,7 +2,7 @@
 
 import sys
 
-from hybrid_jax.cli import main
+from hybrid_jax.cli.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

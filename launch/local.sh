@@ -11,4 +11,4 @@ fi
 procs=$1 devs=$2
 shift 2
 PY=${PY:-.venv/bin/python}
-exec "$PY" -m hybrid_jax.launch --processes "$procs" --devices_per_process "$devs" -- "$@"
+exec "$PY" -m hybrid_jax launch --processes "$procs" --devices_per_process "$devs" -- "$@"

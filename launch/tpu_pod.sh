@@ -7,7 +7,7 @@
 # What happens on each worker (gcloud ... --worker=all runs it on all of them at once):
 #   1. clone or update the repository in ~/hybrid_jax (REPO_URL, default: this checkout's origin),
 #   2. `make setup` (creates .venv, installs pinned requirements) then `pip install jax[tpu]==<pinned>`,
-#   3. `python -m hybrid_jax.train ARGS`; JAX detects the TPU pod and `jax.distributed.initialize()`
+#   3. `python -m hybrid_jax train ARGS`; JAX detects the TPU pod and `jax.distributed.initialize()`
 #      needs no flags (TPU_WORKER_HOSTNAMES is set on pod VMs).
 # The workdir must be one directory every worker sees (Orbax: all processes write their shards, process
 # 0 writes metrics): mount a GCS bucket with gcsfuse at the same path on each worker, or use a shared
@@ -31,5 +31,5 @@ remote="set -e
 if [ -d ~/hybrid_jax ]; then git -C ~/hybrid_jax pull --ff-only; else git clone $repo ~/hybrid_jax; fi
 cd ~/hybrid_jax && make setup && .venv/bin/pip install --quiet 'jax[tpu]==$jax_version'
 export JAX_PLATFORMS=tpu
-.venv/bin/python -m hybrid_jax.train $args"
+.venv/bin/python -m hybrid_jax train $args"
 exec gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker=all --command "$remote"

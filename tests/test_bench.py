@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def bench_json(capsys, command, *args):
     """The JSON object `bench COMMAND --config configs/tiny.py ARGS --compare_hf --json` prints (stdout
     holds nothing else), and stderr."""
-    rc = cli.run(bench.main, ["bench", command, "--config", os.path.join(ROOT, "configs", "tiny.py"), *args,
+    rc = cli.run(bench.main, [command, "--config", os.path.join(ROOT, "configs", "tiny.py"), *args,
                               "--compare_hf", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -47,7 +47,7 @@ def test_bench_train_hf_first_times_both_apart(capsys):
 
 
 def test_hf_first_needs_compare_hf(capsys):
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--hf_first"])
+    rc = cli.run(bench.main, ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--hf_first"])
     _, err = capsys.readouterr()
     assert rc == 2 and err == "error: --hf_first needs --compare_hf\n"
 
@@ -60,7 +60,7 @@ def test_paired_ratios_quartiles():
 
 def test_bench_train_profile_attributes_the_step(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # put back after bench changes it
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "2",
+    rc = cli.run(bench.main, ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "2",
                               "--warmup", "0", "--profile", str(tmp_path), "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -85,7 +85,7 @@ def test_bench_train_keeps_its_timings_when_the_profile_summary_fails(capsys, tm
         raise KeyError("no device plane")
 
     monkeypatch.setattr(bench, "profile_jax", broken)
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "1",
+    rc = cli.run(bench.main, ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--steps", "1",
                               "--warmup", "0", "--profile", str(tmp_path), "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -98,14 +98,14 @@ def test_bench_train_keeps_its_timings_when_the_profile_summary_fails(capsys, tm
 def test_bench_profile_to_unwritable_dir_is_one_line_before_timing(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(bench.main, ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                               "--profile", str(blocker / "trace")])
     _, err = capsys.readouterr()
     assert rc == 2 and err.startswith("error: cannot write a profile to") and err.count("\n") == 1
 
 
 def test_bench_bad_usage_is_one_line(capsys):
-    rc = cli.run(bench.main, ["bench", "serve", "--config", "x.py"])
+    rc = cli.run(bench.main, ["serve", "--config", "x.py"])
     _, err = capsys.readouterr()
     assert rc == 2 and "invalid choice: 'serve'" in err and err.count("\n") == 1
 
@@ -134,7 +134,7 @@ def test_bench_train_without_transformers_is_one_line(capsys, tmp_path, monkeypa
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('transformers is not installed (test)')\n")
     monkeypatch.syspath_prepend(str(tmp_path))  # the spawned child starts from the parent's sys.path
-    rc = cli.run(bench.main, ["bench", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(bench.main, ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
                               "--steps", "1", "--compare_hf"])
     _, err = capsys.readouterr()
     progress, error = err.splitlines()[:-1], err.splitlines()[-1]  # progress lines, then the error

@@ -12,7 +12,7 @@ from flax import nnx
 from hybrid_jax import cli
 from hybrid_jax.analysis.calibrate import calibrate, entropies, sample_windows
 from hybrid_jax.cli import calibrate as calibrate_cli
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError
 from hybrid_jax.model import BLT
 from hybrid_jax.storage.checkpoint import save_model
 from model_helpers import tiny

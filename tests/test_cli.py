@@ -1,4 +1,4 @@
-"""One command-line convention: `hybrid-jax COMMAND` (and `python -m hybrid_jax.COMMAND`), `--help` with
+"""One command-line convention: `hybrid-jax COMMAND` (and `python -m hybrid_jax COMMAND`), `--help` with
 every option's default and an example, one-line errors with exit code 2."""
 
 import os

@@ -1,4 +1,6 @@
+import glob
 import os
+import re
 
 import pytest
 
@@ -44,7 +46,7 @@ def test_strict_updates():
     (lambda c: c.global_transformer.update(heads=5), "divisible by heads"),
     (lambda c: c.global_transformer.update(kv_heads=3), "divisible by kv_heads"),
     (lambda c: c.local_decoder.update(d_model=64, heads=4), "must equal model.local_encoder.d_model"),
-    (lambda c: c.update(vocab_size=100), "vocab_size must be >= 260"),
+    (lambda c: c.update(vocab_size=100), r"model\.vocab_size must be an int in \[260, 32767\], got 100"),
     (lambda c: c.patching.update(mode="bpe"), "unknown patching mode"),
 ])
 def test_validation_messages(edit, msg):
@@ -110,3 +112,79 @@ def test_overrides_parse_by_the_keys_type():
     _, cfg = config_parser().parse_with_config(["--config", os.path.join(ROOT, "configs", "tiny.py"),
                                                 "--config.model.patching.threshold_add=None"])
     assert cfg.model.patching.threshold_add is None
+
+
+def every_config():
+    """The default tree with a coconut node, and every config file's tree."""
+    from hybrid_jax.config import coconut_config, default_config
+    cfg = default_config()
+    cfg.coconut = coconut_config()
+    names = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+    return [("default+coconut", cfg)] + [(n, load(n)) for n in names if not n.startswith("_")]
+
+
+def test_every_config_value_has_a_domain_and_the_shipped_configs_are_inside():
+    from hybrid_jax.config.validation import check_domains, domain_of, leaves
+    for name, cfg in every_config():
+        missing = [path for path, _ in leaves(cfg) if domain_of(path) is None]
+        assert not missing, (name, missing)
+        check_domains(cfg)  # every shipped value is inside its domain
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_value_outside_its_domain_is_one_line_naming_the_key(seed):
+    """Each leaf in turn set to a value outside its domain (in random order, over random shipped configs):
+    `validate` refuses it with one line that names the key; a value inside passes."""
+    import random
+    from hybrid_jax.config import validate
+    from hybrid_jax.config.validation import domain_of, leaves
+    rng = random.Random(seed)
+    configs = every_config()
+    base_name, base = configs[0]
+    paths = [p for p, _ in leaves(base) if domain_of(p).bad is not None]
+    rng.shuffle(paths)
+    checked = 0
+    for path in paths:
+        name, cfg = rng.choice(configs)
+        cfg = cfg.copy_and_resolve_references()
+        if "coconut" not in cfg and path.startswith("coconut."):
+            cfg.coconut = base.coconut.copy_and_resolve_references()
+        node, *keys = [cfg, *path.split(".")]
+        for key in keys[:-1]:
+            node = node[key]
+        with node.ignore_type():
+            node[keys[-1]] = domain_of(path).bad
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        msg = str(err.value)
+        assert "\n" not in msg and path.split(".")[-1] in msg, (name, path, msg)
+        checked += 1
+    assert checked >= 60
+
+
+def test_training_values_out_of_range_are_refused():
+    from hybrid_jax.config import default_config, validate
+    for key, value, msg in [("lr", 0.0, "train.lr must be a number > 0"),
+                            ("weight_decay", -1e-3, "train.weight_decay must be a number >= 0"),
+                            ("warmup_steps", 1001, "train.warmup_steps=1001 must be <= train.steps=1000"),
+                            ("b2", 1.0, "train.b2 must be a number in [0, 1)"),
+                            ("clip_norm", 0.0, "train.clip_norm must be a number > 0")]:
+        cfg = default_config()
+        cfg.train[key] = value
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            validate(cfg)
+
+
+@pytest.mark.parametrize("content,msg", [
+    ("just some words, not python\n", "not a Python config file (SyntaxError"),
+    ("x = 1\n", "defines no get_config()"),
+    ("", "defines no get_config()"),
+])
+def test_config_file_that_is_not_a_python_config_is_one_line(tmp_path, content, msg):
+    path = tmp_path / "notes.txt"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(msg)) as err:
+        config_parser().parse_with_config(["--config", str(path)])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="a directory, not a Python config file"):
+        config_parser().parse_with_config(["--config", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""`python -m hybrid_jax.convert`: round trip through the CLI, and one-line errors for bad input."""
+"""`python -m hybrid_jax convert`: round trip through the CLI, and one-line errors for bad input."""
 
 import json
 import os
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def convert(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "hybrid_jax.convert", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hybrid_jax", "convert", *args], capture_output=True,
                           text=True, env=env)
 
 

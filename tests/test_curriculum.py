@@ -6,7 +6,7 @@ import pytest
 from hybrid_jax import tokenizer as tok
 from hybrid_jax.config import ConfigError, coconut_config, validate_coconut
 from hybrid_jax.data import curriculum as cur
-from hybrid_jax.data.corpus import DataError
+from hybrid_jax.errors import DataError
 
 EX = {"question": "Q?", "steps": ["s1.", "s2.", "s3."], "answer": "A."}
 

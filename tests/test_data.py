@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_jax.data.corpus import DataError, documents, resolve
+from hybrid_jax.data.corpus import documents, resolve
+
+from hybrid_jax.errors import DataError
 from hybrid_jax.data.pipeline import pack, train_dataset
 
 

@@ -53,7 +53,7 @@ def test_model_1b_is_about_one_billion():
 
 
 def test_sharded_state_bytes_match_xla(capsys):
-    rc = cli.run(estimate_cli.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(estimate_cli.main, ["--config", os.path.join(ROOT, "configs", "tiny.py"),
                                  "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
                                  "--compile", "--json"])
     out, err = capsys.readouterr()
@@ -78,7 +78,7 @@ def test_remat_lowers_the_activation_estimate():
 
 
 def test_devices_that_do_not_fit_the_mesh_are_an_error(capsys):
-    rc = cli.run(estimate_cli.main, ["estimate", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc = cli.run(estimate_cli.main, ["--config", os.path.join(ROOT, "configs", "tiny.py"),
                                  "--config.mesh.data=3", "--devices", "8"])
     assert rc == 2 and "3 devices, but 8 are available" in capsys.readouterr().err
 
@@ -89,7 +89,7 @@ def test_compile_for_a_mesh_this_machine_lacks():
     devices, whatever the cores), and XLA's argument bytes still match the sharded state."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, "-m", "hybrid_jax.estimate",
+    out = subprocess.run([sys.executable, "-m", "hybrid_jax", "estimate",
                           "--config", os.path.join(ROOT, "configs", "tiny.py"),
                           "--config.mesh.data=1", "--config.mesh.fsdp=4", "--compile", "--json"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -207,7 +207,7 @@ def test_cli_json_stream_and_errors(tmp_path, capsys):
     save_model(model, str(tmp_path / "run"))
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "hybrid_jax.generate", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "hybrid_jax", "generate", *args], capture_output=True,
                               text=True, timeout=300)
 
     r = cli("--ckpt", str(tmp_path / "run"), "--prompt", "Hi", "--prompt", "there", "--max_new_bytes", "8", "--json")
@@ -233,7 +233,7 @@ def test_cli_json_stream_and_errors(tmp_path, capsys):
 
 def cli_main(*args):
     from hybrid_jax import cli
-    return cli.run(generate_cli.main, ["generate", *args])
+    return cli.run(generate_cli.main, list(args))
 
 
 def coconut_model():

@@ -127,7 +127,7 @@ def test_a_local_path_wins_over_a_hub_id(models, cache, tmp_path, monkeypatch):
 ])
 def test_hub_failures_are_one_line_with_exit_code_2(cache, source, fragments, capsys):
     from hybrid_jax.cli import generate
-    assert cli.run(generate.main, ["generate", "--ckpt", source, "--prompt", "a"]) == 2
+    assert cli.run(generate.main, ["--ckpt", source, "--prompt", "a"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert all(f in err[0] for f in fragments), err[0]
@@ -157,7 +157,7 @@ def test_convert_from_hf_takes_a_hub_id(models, cache, tmp_path, capsys):
 def test_a_process_fails_in_one_line_and_local_loads_skip_huggingface_hub(models, cache):
     """The whole command line, as a user runs it; and loading a local directory never imports
     huggingface_hub (it is imported only for a Hub id)."""
-    r = subprocess.run([sys.executable, "-m", "hybrid_jax.generate", "--ckpt", "nobody/nothing", "--prompt", "a"],
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax", "generate", "--ckpt", "nobody/nothing", "--prompt", "a"],
                        capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()

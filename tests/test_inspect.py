@@ -1,4 +1,4 @@
-"""`hybrid_jax.inspect` / `hybrid_jax.viz`: patch views agree with the model, and every output is sound."""
+"""`hybrid-jax inspect` / `hybrid_jax.viz`: patch views agree with the model, and every output is sound."""
 
 import html.parser
 import os
@@ -312,10 +312,10 @@ def test_cli_rejects_a_directory_that_is_no_model(tmp_path, capsys):
 def test_module_runs_as_a_program(workdir, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     png = str(tmp_path / "m.png")
-    r = subprocess.run([sys.executable, "-m", "hybrid_jax.inspect", "--ckpt", workdir, "--text", "hello there",
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax", "inspect", "--ckpt", workdir, "--text", "hello there",
                         "--out", png], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("[") and os.path.isfile(png)
-    r = subprocess.run([sys.executable, "-m", "hybrid_jax.inspect", "--ckpt", workdir, "--text", ""],
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax", "inspect", "--ckpt", workdir, "--text", ""],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr == "error: empty text: nothing to patch\n"

@@ -12,7 +12,7 @@ import pytest
 
 from hybrid_jax import cli
 from hybrid_jax.cli import prepare as prepare_cli
-from hybrid_jax.data.corpus import DataError
+from hybrid_jax.errors import DataError
 from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset, windows
 from hybrid_jax.data.prepared import ShardedStream, prepare
 

@@ -1,9 +1,9 @@
-"""`benchmarks.profile_summary` on GPU kernel names: a fusion's kernel maps back to its HLO instruction, and
+"""`hybrid_jax.analysis.profile` on GPU kernel names: a fusion's kernel maps back to its HLO instruction, and
 library kernels (cuBLAS, cuDNN, copies) get a kind from their names."""
 
 import os
 
-from benchmarks import profile_summary as summary
+from hybrid_jax.analysis import profile as summary
 from hybrid_jax.training import profiling
 
 HLO = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}

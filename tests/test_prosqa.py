@@ -7,7 +7,8 @@ import pytest
 from hybrid_jax import cli
 from hybrid_jax.cli import prosqa as prosqa_cli
 from hybrid_jax.data import prosqa
-from hybrid_jax.data.coconut import DataError, load_examples
+from hybrid_jax.data.coconut import load_examples
+from hybrid_jax.errors import DataError
 
 
 def check_record(ex):

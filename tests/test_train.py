@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import profile_summary
+from hybrid_jax.analysis import profile as profile_summary
+from hybrid_jax.cli import profile as profile_cli
 from hybrid_jax import cli
 from hybrid_jax.cli import evaluate
 from hybrid_jax.cli import train as train_cli
@@ -93,7 +94,7 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
 @pytest.mark.slow  # two processes, each compiling the sharded step
 def test_two_processes_equal_one_process(eight_device_run, corpus, tmp_path):
     workdir = str(tmp_path / "mp")
-    cmd = [sys.executable, "-m", "hybrid_jax.launch", "--processes", "2", "--devices_per_process", "4",
+    cmd = [sys.executable, "-m", "hybrid_jax", "launch", "--processes", "2", "--devices_per_process", "4",
            "--", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
            f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2",
            "--config.mesh.tensor=2", "--config.checkpoint.every=3"]
@@ -114,7 +115,7 @@ def test_restore_onto_another_mesh(eight_device_run, corpus, tmp_path):
 
 
 def train_command(workdir, corpus, *overrides):
-    return [sys.executable, "-m", "hybrid_jax.train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    return [sys.executable, "-m", "hybrid_jax", "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
             "--workdir", workdir, f"--config.data.train={corpus}", *overrides]
 
 
@@ -181,7 +182,7 @@ def two_processes(workdir, corpus):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
     args = train_command(workdir, corpus, *MP_OVERRIDES)[3:]
     return [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for cmd in commands("hybrid_jax.train", args, 2, free_port())]
+            for cmd in commands("train", args, 2, free_port())]
 
 
 @pytest.mark.slow  # three 2-process runs
@@ -230,10 +231,13 @@ def assert_one_line_error(rc, err, fragment):
     (["--config.eval.batch_size=3", "--config.eval.every=1"], "eval.batch_size=3 must be divisible by"),
     (["--config.data.train=/nonexistent/**/*.txt"], "no files match '/nonexistent/**/*.txt'"),
     (["--cpu_devices=two"], "--cpu_devices must be"),
-    (["--config.train.profile_steps=-1"], "train.profile_start and train.profile_steps must be >= 0"),
+    (["--config.train.profile_steps=-1"], "train.profile_steps must be an int >= 0, got -1"),
+    (["--config.train.lr=-1"], "train.lr must be a number > 0, got -1.0"),
+    (["--config.train.weight_decay=-0.1"], "train.weight_decay must be a number >= 0, got -0.1"),
+    (["--config.train.warmup_steps=7"], "train.warmup_steps=7 must be <= train.steps=6"),
 ])
 def test_bad_input_is_one_line_exit_2(overrides, fragment, corpus, tmp_path, capsys):
-    args = ["train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
+    args = ["--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
             f"--config.data.train={corpus}", *overrides]
     rc, _, err = run_main(capsys, train_cli, *args)
     assert_one_line_error(rc, err, fragment)
@@ -248,8 +252,8 @@ def test_profile_traces_the_configured_steps(eight_device_run, corpus, tmp_path,
     times = profile_summary.op_times(profile_summary.newest_trace(logdir), "jit_step")
     assert times and all(t > 0 for t in times.values())
     err = capsys.readouterr().err
-    assert "profiled steps 2-3 into" in err and f"python -m benchmarks.profile_summary {logdir}" in err
-    assert profile_summary.main([logdir]) == 0  # reads the trace with the HLO train stored beside it
+    assert "profiled steps 2-3 into" in err and f"hybrid-jax profile {logdir}" in err
+    assert profile_cli.main([logdir]) == 0  # reads the trace with the HLO train stored beside it
     out = capsys.readouterr().out
     assert "where a step's time goes" in out and "fwd model/" in out and "summed over 1 device(s)" in out
     assert not os.path.exists(os.path.join(eight_device_run[0], "profile"))  # off by default
@@ -259,7 +263,7 @@ def test_incompatible_checkpoint_is_refused_and_kept(eight_device_run, corpus, t
     workdir = str(tmp_path / "other")
     shutil.copytree(eight_device_run[0], workdir)
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-    rc, _, err = run_main(capsys, train_cli, "train", "--config", os.path.join(ROOT, "configs", "tiny.py"),
+    rc, _, err = run_main(capsys, train_cli, "--config", os.path.join(ROOT, "configs", "tiny.py"),
                           "--workdir", workdir, f"--config.data.train={corpus}",
                           "--config.model.global_transformer.d_model=128")
     assert_one_line_error(rc, err, "different model config (model.global_transformer.d_model")
@@ -280,16 +284,16 @@ def test_damaged_newest_checkpoint_resumes_from_the_older_step(eight_device_run,
     workdir = str(tmp_path / "damaged")
     shutil.copytree(eight_device_run[0], workdir)
     damage(os.path.join(workdir, "checkpoints", "6"))
-    rc, _, err = run_main(capsys, generate, "generate", "--ckpt", os.path.join(workdir, "checkpoints", "6"),
+    rc, _, err = run_main(capsys, generate, "--ckpt", os.path.join(workdir, "checkpoints", "6"),
                           "--prompt", "ab", "--max_new_bytes", "2")
     assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
     rc, _, err = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", corpus, "--limit_bytes", "100")
     assert_one_line_error(rc, err, "checkpoints/6: checkpoint is corrupt")
     for _ in range(2):  # as a process: TensorStore's pending reads must not add tracebacks at exit
-        p = subprocess.run([sys.executable, "-m", "hybrid_jax.generate", "--ckpt", os.path.join(workdir, "checkpoints", "6"),
+        p = subprocess.run([sys.executable, "-m", "hybrid_jax", "generate", "--ckpt", os.path.join(workdir, "checkpoints", "6"),
                             "--prompt", "ab"], capture_output=True, text=True, timeout=300)
         assert_one_line_error(p.returncode, p.stderr, "checkpoints/6: checkpoint is corrupt")
-    args = ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
+    args = ("--config", os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
             f"--config.data.train={corpus}", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
             "--config.train.steps=6")
     rc, _, err = run_main(capsys, train_cli, *args)
@@ -369,20 +373,22 @@ def hf_export(eight_device_run, tmp_path_factory):
 
 def init_from_args(hf_dir, tmp_path):
     new_data = write_corpus(tmp_path / "new", n_files=4, seed=7)
-    return ("train", "--config", os.path.join(ROOT, "configs", "tiny.py"), f"--config.data.train={new_data}",
+    return ("--config", os.path.join(ROOT, "configs", "tiny.py"), f"--config.data.train={new_data}",
             f"--config.train.init_from={hf_dir}")
 
 
 def test_init_from_takes_the_source_model_and_parameters(hf_export, tmp_path, capsys):
     """`train.init_from` on a Hugging Face export: the run takes the source's model config and its
-    parameters (with lr 0 the saved step equals the source exactly), model overrides that keep shapes
+    parameters (with lr 1e-30, far below float32's resolution of any weight, the saved step equals the
+    source exactly; lr 0 is outside train.lr's domain), model overrides that keep shapes
     apply, and one that changes a shape names the tensor."""
     from hybrid_jax.storage.checkpoint import load_model
     from hybrid_jax.storage.loading import load_any
 
     base, frozen = init_from_args(hf_export, tmp_path), str(tmp_path / "frozen")
     rc, _, err = run_main(capsys, train_cli, *base, "--workdir", frozen, "--config.train.steps=1",
-                          "--config.train.lr=0", "--config.model.patching.threshold=1.25")
+                          "--config.train.lr=1e-30", "--config.train.warmup_steps=0",
+                          "--config.model.patching.threshold=1.25")
     assert rc == 0, err
     source, tuned = load_any(hf_export), load_model(frozen)
     assert tuned.config.patching.threshold == 1.25 and not tuned.config.patching.include_next_token  # from HF

@@ -7,8 +7,9 @@ import pytest
 from etils import epath
 from etils.epath import testing as epath_testing
 
-from hybrid_jax.data.corpus import DataError
-from hybrid_jax.storage.workdir import CheckpointError, LineLog, Workdir
+from hybrid_jax.errors import DataError
+from hybrid_jax.errors import CheckpointError
+from hybrid_jax.storage.workdir import LineLog, Workdir
 from hybrid_jax.training import metrics
 from train_helpers import load_config
 

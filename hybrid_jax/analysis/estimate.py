@@ -13,14 +13,13 @@ train step on `--devices` devices and prints XLA's own `memory_analysis()` besid
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 
 from hybrid_jax.analysis.flops import flops_per_sequence
 from hybrid_jax.config import d_ff, validate
 from hybrid_jax.model.patching import num_slots
-from hybrid_jax.parallel.sharding import AXES, mesh_shape, named_devices, path_names, spec_for
+from hybrid_jax.parallel.sharding import AXES, mesh_shape, path_names, spec_for
 
 STACKS = ("entropy_model", "local_encoder", "global_transformer", "local_decoder")
 GIB = 2 ** 30
@@ -94,20 +93,3 @@ def estimate(cfg, n_devices: int) -> dict:
             "mesh": dict(zip(AXES, sizes)), "memory_per_device_bytes": memory,
             "activations_per_stack_bytes": acts,
             "remat": {name: cfg.model[name].remat for name in STACKS}}
-
-
-def compiled_memory(cfg) -> dict:
-    """XLA's memory analysis of the compiled train step on the current devices (bytes per device)."""
-    from hybrid_jax.parallel.sharding import make_mesh
-    from hybrid_jax.training.step import compile_steps
-
-    steps = compile_steps(cfg, make_mesh(cfg.mesh))
-    batch = jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len + 1), jax.numpy.int32,
-                                 sharding=steps.batch_sharding)
-    state = {**steps.abstract, "step": jax.ShapeDtypeStruct((), jax.numpy.int32,
-                                                            sharding=steps.state_shardings["step"])}
-    t0 = time.perf_counter()
-    mem = steps.train.lower(state, batch).compile().memory_analysis()
-    compile_s = time.perf_counter() - t0
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")
-    return {**{f: int(getattr(mem, f)) for f in fields}, "compile_s": compile_s}

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import sys
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="hybrid-jax calibrate",
+    p = ArgumentParser(prog="hybrid-jax calibrate",
                            description="Find the entropy threshold that gives a target mean patch length on a "
                                        "sample of DATA, with SRC's entropy model and patcher.",
                            example="hybrid-jax calibrate --ckpt runs/entropy --data 'books/*.txt' "
@@ -35,8 +35,8 @@ def parse(argv):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     from hybrid_jax.analysis.calibrate import calibrate, sample_windows
     from hybrid_jax.storage.loading import context_of, load_any, resolve_source
 
@@ -56,6 +56,3 @@ def main(argv=None) -> int:
               + (" --config.model.patching.monotonicity=True" if result.rule == "monotonic" else ""))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

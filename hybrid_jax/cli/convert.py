@@ -1,4 +1,4 @@
-"""`python -m hybrid_jax.convert from-hf SRC --out WORKDIR` | `to-hf WORKDIR_OR_CKPT --out HF_DIR [--dtype D]`.
+"""`python -m hybrid_jax convert from-hf SRC --out WORKDIR` | `to-hf WORKDIR_OR_CKPT --out HF_DIR [--dtype D]`.
 
 SRC is a Hugging Face BLT directory or a Hub model id `org/name[@revision]` (an existing local path wins).
 """
@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import sys
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 
 # Kept here rather than imported from hybrid_jax.storage.hf: `--help` should not import jax.
 EXPORT_DTYPES = ("float32", "bfloat16")
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="hybrid-jax convert",
+    p = ArgumentParser(prog="hybrid-jax convert",
                            description="Convert BLT weights between Hugging Face and hybrid_jax.",
                            example="hybrid-jax convert from-hf path/to/blt-hf --out runs/blt")
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,8 +42,9 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    from hybrid_jax.errors import ConvertError
     from hybrid_jax.storage.checkpoint import load_model, save_model
-    from hybrid_jax.storage.hf import ConvertError, from_hf, hf_divergences, to_hf
+    from hybrid_jax.storage.hf import from_hf, hf_divergences, to_hf
     from hybrid_jax.storage.loading import resolve_source
     from hybrid_jax.storage.workdir import Workdir
 
@@ -65,6 +66,3 @@ def main(argv=None) -> int:
                   file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

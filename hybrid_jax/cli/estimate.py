@@ -6,18 +6,17 @@ What the numbers mean: `hybrid_jax/analysis/estimate.py`.
 from __future__ import annotations
 
 import json
-import sys
 
 import jax
 
-from hybrid_jax import cli
-from hybrid_jax.analysis.estimate import GIB, compiled_memory, estimate
+from hybrid_jax.analysis.estimate import GIB, estimate
+from hybrid_jax.cli.parser import ArgumentParser
 from hybrid_jax.parallel.distributed import offer_cpu_devices
 from hybrid_jax.parallel.sharding import named_devices
 
 
-def main(argv=None) -> int:
-    p = cli.ArgumentParser(prog="hybrid-jax estimate",
+def main(argv: list[str]) -> int:
+    p = ArgumentParser(prog="hybrid-jax estimate",
                            description="Parameters, training FLOPs per byte and memory per device of a config, "
                                        "computed without allocating the model.",
                            example="hybrid-jax estimate --config configs/model_1b.py --config.mesh.fsdp=8")
@@ -27,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="also compile the train step and print XLA's memory analysis")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    fv, cfg = p.parse_with_config(list(sys.argv if argv is None else argv)[1:])
+    fv, cfg = p.parse_with_config(argv)
     n = fv.devices or named_devices(cfg.mesh)
     if fv.compile and n:  # on CPU, compile for a mesh this machine lacks (compiled, never run)
         offer_cpu_devices(n)  # if it cannot, the device check below says what is wrong
@@ -37,6 +36,7 @@ def main(argv=None) -> int:
         if n != jax.device_count():
             raise ValueError(f"--compile compiles for the {jax.device_count()} devices JAX sees, but this plan "
                              f"is for {n} (the mesh or --devices)")
+        from hybrid_jax.training.step import compiled_memory
         result["compiled"] = compiled_memory(cfg)
     print(json.dumps(result) if fv.json else report(result))
     return 0
@@ -57,6 +57,3 @@ def report(r: dict) -> str:
         lines.append(f"compiled in {c['compile_s']:.1f} s")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -1,5 +1,5 @@
-"""`python -m hybrid_jax.evaluate bpb --ckpt DIR --data GLOB [--limit_bytes N] [--json]`
-`python -m hybrid_jax.evaluate qa --ckpt DIR --data FILE.json [--mode MODE] [--latent_steps N] [--limit N] [--json]`
+"""`python -m hybrid_jax evaluate bpb --ckpt DIR --data GLOB [--limit_bytes N] [--json]`
+`python -m hybrid_jax evaluate qa --ckpt DIR --data FILE.json [--mode MODE] [--latent_steps N] [--limit N] [--json]`
 
 qa: answer accuracy on a Coconut-format JSON file (see `hybrid_jax.evaluation.qa`): each question gets `<bot>`,
 the trained number of continuous thoughts (or `--latent_steps`), `<eot>`, then greedy decoding to EOS;
@@ -14,15 +14,14 @@ or a Hugging Face Hub model id `org/name[@revision]` (an existing local path win
 from __future__ import annotations
 
 import json
-import sys
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 
 DEFAULT_SEQ_LEN = 512
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="hybrid-jax evaluate", description="Evaluate a BLT checkpoint.",
+    p = ArgumentParser(prog="hybrid-jax evaluate", description="Evaluate a BLT checkpoint.",
                            example="hybrid-jax evaluate bpb --ckpt runs/toy --data 'held_out/*.txt'")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bpb", help="bits per byte on text files",
@@ -60,7 +59,8 @@ def parse(argv):
 
 def run_seq_len(ckpt: str) -> int:
     """`data.seq_len` of the training run stored at `ckpt`, if any (0 for other checkpoints)."""
-    from hybrid_jax.storage.workdir import CheckpointError, Workdir
+    from hybrid_jax.errors import CheckpointError
+    from hybrid_jax.storage.workdir import Workdir
     try:
         data = Workdir.locate(ckpt)[0].run_node("data")
         return int(data["seq_len"]) if data else 0
@@ -69,8 +69,9 @@ def run_seq_len(ckpt: str) -> int:
 
 
 def bpb_command(args) -> dict:
-    from hybrid_jax.data.corpus import DataError, documents, resolve
+    from hybrid_jax.data.corpus import documents, resolve
     from hybrid_jax.data.pipeline import pack
+    from hybrid_jax.errors import DataError
     from hybrid_jax.evaluation.bpb import bits_per_byte
     from hybrid_jax.storage.loading import load_any, resolve_source
 
@@ -131,8 +132,8 @@ def qa_command(args) -> dict:
                            args.max_new_bytes or cc.max_new_bytes)
 
 
-def main(argv=None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     if args.command == "qa":
         result = qa_command(args)
         print(json.dumps(result) if args.json else
@@ -147,6 +148,3 @@ def main(argv=None) -> int:
               f"(average patch {result['avg_patch_len']:.2f} bytes)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -1,9 +1,9 @@
 """`hybrid-jax generate --ckpt DIR_OR_HUB_ID --prompt TEXT [--max_new_bytes N] [--stream] [--json]`
 
-    python -m hybrid_jax.generate --ckpt runs/toy --prompt "def main(" --max_new_bytes 200
-    python -m hybrid_jax.generate --ckpt hf_dir --prompt_file p.txt --temperature 0.8 --top_p 0.9 --stream
-    python -m hybrid_jax.generate --ckpt runs/toy --prompt a --prompt b --max_new_bytes 64 --json
-    python -m hybrid_jax.generate --ckpt org/blt-model@main --prompt "Once"    # a Hugging Face Hub id
+    python -m hybrid_jax generate --ckpt runs/toy --prompt "def main(" --max_new_bytes 200
+    python -m hybrid_jax generate --ckpt hf_dir --prompt_file p.txt --temperature 0.8 --top_p 0.9 --stream
+    python -m hybrid_jax generate --ckpt runs/toy --prompt a --prompt b --max_new_bytes 64 --json
+    python -m hybrid_jax generate --ckpt org/blt-model@main --prompt "Once"    # a Hugging Face Hub id
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import codecs
 import json
 import sys
 
-from hybrid_jax import cli, tokenizer
-from hybrid_jax.config import ConfigError
+from hybrid_jax import tokenizer
+from hybrid_jax.cli.parser import ArgumentParser
+from hybrid_jax.errors import ConfigError
 from hybrid_jax.inference.generate import run
 from hybrid_jax.inference.sampling import Sampling
 
@@ -32,7 +33,7 @@ class Utf8Stream:
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="hybrid-jax generate", description="Generate bytes from a BLT.",
+    p = ArgumentParser(prog="hybrid-jax generate", description="Generate bytes from a BLT.",
                            example="hybrid-jax generate --ckpt runs/toy --prompt 'def main(' --max_new_bytes 200")
     p.add_argument("--ckpt", required=True,
                    help="training workdir (WORKDIR@STEP: one step), checkpoints/<step> dir, Hugging Face BLT "
@@ -50,7 +51,7 @@ def parse(argv):
     p.add_argument("--pause", action="store_true", help="with --latent_steps: <latent> without feedback")
     p.add_argument("--stream", action="store_true", help="print bytes as they are generated")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
-    args = p.parse_args(argv[1:])
+    args = p.parse_args(argv)
     prompts = list(args.prompt)
     if args.prompt_file:
         try:
@@ -68,9 +69,9 @@ def parse(argv):
     return args, prompts
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     from hybrid_jax.storage.loading import context_of, load_any, resolve_source
-    fv, prompts = parse(sys.argv if argv is None else argv)
+    fv, prompts = parse(argv)
     sampling = Sampling(temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p)
     ckpt = resolve_source(fv.ckpt)  # once: a Hub id asks the Hub once, not per use
     model = load_any(ckpt)
@@ -97,6 +98,3 @@ def main(argv=None) -> int:
             print(prompts[i] + text)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

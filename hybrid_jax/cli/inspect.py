@@ -1,4 +1,4 @@
-"""See the patches: `python -m hybrid_jax.inspect --ckpt DIR --text "..." [--out plot.png] [--html page.html]`.
+"""See the patches: `python -m hybrid_jax inspect --ckpt DIR --text "..." [--out plot.png] [--html page.html]`.
 
 Prints the text cut into patches (alternating background colours on a terminal, `[..]` brackets
 otherwise) and a one-line summary; optionally writes a PNG of per-byte entropy and patch boundaries
@@ -14,9 +14,9 @@ import dataclasses
 import os
 import sys
 
-from hybrid_jax import cli
-from hybrid_jax.storage.loading import hub_id
-from hybrid_jax.storage.loading import load_any as load
+from hybrid_jax.cli.parser import ArgumentParser
+from hybrid_jax.storage.loading import hub_id, load_any as load
+from hybrid_jax.storage.workdir import Workdir
 
 DEFAULT_MAX_BYTES = 2048
 
@@ -26,14 +26,15 @@ def ckpt_name(path: str) -> str:
     `WORKDIR@STEP`) as given."""
     if not os.path.exists(path) and hub_id(path):
         return path
-    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
-    if len(parts) >= 3 and parts[-2] == "checkpoints":
-        return "/".join(parts[-3:])
-    return parts[-1] or path
+    split = Workdir.split_step_dir(path)
+    if split is not None:
+        workdir, step = split
+        return f"{workdir.name}/{Workdir(workdir).step_dir(step).relative_to(workdir)}"
+    return os.path.basename(os.path.abspath(path)) or path
 
 
 def parse(argv):
-    p = cli.ArgumentParser(prog="hybrid-jax inspect",
+    p = ArgumentParser(prog="hybrid-jax inspect",
                 example="hybrid-jax inspect --ckpt runs/toy --text 'def main():' --out patches.png",
                 description="Show how a BLT cuts a text into patches: terminal, PNG and HTML.")
     p.add_argument("--ckpt", required=True,
@@ -121,6 +122,3 @@ def main(argv=None) -> int:
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

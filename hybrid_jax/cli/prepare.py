@@ -4,14 +4,13 @@ that training reads it lazily (`--config.data.train=DIR`) instead of holding it 
 
 from __future__ import annotations
 
-import sys
 import time
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 
 
 def main(argv=None) -> int:
-    p = cli.ArgumentParser(prog="hybrid-jax prepare",
+    p = ArgumentParser(prog="hybrid-jax prepare",
                            description="Pack the documents of a glob into uint16 shards for training on corpora "
                                        "larger than memory; re-running an interrupted prepare finishes it.",
                            example="hybrid-jax prepare --data 'corpus/**/*.jsonl' --out data/corpus "
@@ -35,6 +34,3 @@ def main(argv=None) -> int:
           f"({index['eval']:,} held out) in {time.time() - t0:.1f} s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

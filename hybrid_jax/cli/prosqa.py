@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 from hybrid_jax.data.prosqa import MICRO, NANO, TINY, Recipe, generate
 
 
 def main(argv=None) -> int:
-    p = cli.ArgumentParser(prog="hybrid-jax prosqa", description="Write ProsQA-style latent-reasoning data (train, valid and test JSON files).",
+    p = ArgumentParser(prog="hybrid-jax prosqa", description="Write ProsQA-style latent-reasoning data (train, valid and test JSON files).",
                            example="hybrid-jax prosqa --out data/prosqa --tiny")
     p.add_argument("--out", required=True, help="directory for prosqa_{train,valid,test}.json")
     p.add_argument("--n_train", type=int, default=17886, help="training examples")
@@ -44,6 +43,3 @@ def main(argv=None) -> int:
         print(f"wrote {paths[split]} ({n} examples)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from hybrid_jax import cli
+from hybrid_jax.cli.parser import ArgumentParser
 
 
 def parse(argv):
-    """(config, workdir, coordinator, num_processes, process_id, cpu_devices) from the command line
-    (`argv[0]` is the program name)."""
-    p = cli.ArgumentParser(prog="hybrid-jax train",
+    """(config, workdir, coordinator, num_processes, process_id, cpu_devices) from the command line."""
+    p = ArgumentParser(prog="hybrid-jax train",
                            description="Train a BLT (or a Coconut run) on a mesh; re-running the same command "
                                        "resumes from the latest checkpoint.",
                            example="hybrid-jax train --config configs/toy.py --workdir runs/toy "
@@ -27,11 +26,11 @@ def parse(argv):
     p.add_argument("--process_id", type=int, default=0, help="this process's index")
     p.add_argument("--cpu_devices", default="auto",
                    help="CPU backend devices: auto (one, or the count a mesh without -1 names) or a count")
-    args, cfg = p.parse_with_config(list(argv)[1:])
+    args, cfg = p.parse_with_config(argv)
     if cfg.train.init_from:
         from hybrid_jax.training.init import with_source_model
         model_overrides = [(k, v) for k, v in args.config_overrides if k.startswith("model.")]
-        cfg = with_source_model(cfg, model_overrides, cli.apply_override)
+        cfg = with_source_model(cfg, model_overrides)
     return cfg, args.workdir, args.coordinator, args.num_processes, args.process_id, args.cpu_devices
 
 
@@ -47,8 +46,8 @@ def summary_line(rows: list[dict]) -> str | None:
             + (f", answer accuracy {acc[-1]['accuracy']:.3f} on {acc[-1]['eval_n']}" if acc else ""))
 
 
-def main(argv=None) -> int:
-    cfg, workdir, coordinator, nproc, pid, cpu_devices = parse(argv if argv is not None else sys.argv)
+def main(argv: list[str]) -> int:
+    cfg, workdir, coordinator, nproc, pid, cpu_devices = parse(argv)
     from hybrid_jax.parallel import distributed, host_memory
     from hybrid_jax.training import profiling
 
@@ -58,19 +57,14 @@ def main(argv=None) -> int:
     distributed.set_cpu_devices(cfg, cpu_devices, coordinator)
     distributed.initialize(coordinator, nproc, pid)
 
-    import jax
-
     from hybrid_jax.storage.workdir import Workdir
     from hybrid_jax.training import train
-    if cfg.train.init_from and Workdir(workdir).latest_step() is not None and jax.process_index() == 0:
+    if cfg.train.init_from and Workdir(workdir).latest_step() is not None and distributed.is_main_process():
         print(f"{workdir} has checkpoints: resuming it, train.init_from only gave the model config",
               file=sys.stderr)
     rows = train(cfg, workdir)
     line = summary_line(rows)
-    if jax.process_index() == 0 and line:
+    if distributed.is_main_process() and line:
         print(line)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from hybrid_jax.data.corpus import DataError
+from hybrid_jax.errors import DataError
 
 REQUIRED = {"question": str, "answer": str}
 

@@ -12,9 +12,7 @@ import os
 import sysconfig
 from typing import Iterator
 
-
-class DataError(ValueError):
-    """Data is missing, empty or unreadable."""
+from hybrid_jax.errors import DataError
 
 
 def stdlib_files() -> list[str]:

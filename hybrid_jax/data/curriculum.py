@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybrid_jax.data.corpus import DataError
+from hybrid_jax.errors import DataError
 from hybrid_jax.tokenizer import BOT_ID, EOS_ID, EOT_ID, LATENT_ID, encode
 
 PAD_ID = 0  # BOE: never inside an example; right padding, masked out of the loss

@@ -16,7 +16,9 @@ import os
 import grain
 import numpy as np
 
-from hybrid_jax.data.corpus import DataError, documents, held_out, resolve, stdlib_files
+from hybrid_jax.data.corpus import documents, held_out, resolve, stdlib_files
+
+from hybrid_jax.errors import DataError
 from hybrid_jax.data.prepared import SPLITS, ShardedStream, is_prepared, read_index
 from hybrid_jax.tokenizer import BOS_ID, EOS_ID, OFFSET
 

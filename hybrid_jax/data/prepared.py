@@ -20,7 +20,9 @@ import sys
 
 import numpy as np
 
-from hybrid_jax.data.corpus import DataError, documents, held_out, open_file, resolve
+from hybrid_jax.data.corpus import documents, held_out, open_file, resolve
+
+from hybrid_jax.errors import DataError
 from hybrid_jax.tokenizer import BOS_ID, EOS_ID, OFFSET
 
 INDEX = "index.json"

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from hybrid_jax.training.step import LN2, eval_sums
+from hybrid_jax.model.objectives import LN2, eval_sums
 
 
 def windows(stream, seq_len: int):
@@ -31,8 +31,16 @@ def bits_per_byte(model, stream, seq_len: int, batch_size: int) -> dict:
     batch = np.concatenate([batch, np.zeros((rows, seq_len + 1), np.int32)])
     mask = np.concatenate([mask, np.zeros((rows, seq_len), np.float32)])
     step = nnx.jit(eval_sums)
+    return summarize(step(model, batch[i:i + batch_size], mask[i:i + batch_size])
+                     for i in range(0, len(batch), batch_size))
+
+
+def summarize(sums) -> dict:
+    """{"bpb", "bytes", "avg_patch_len"} from `eval_sums` triples (nats, bytes, patches), one per batch:
+    the one place that turns summed cross-entropy into bits per byte, for `evaluate bpb` and for the
+    held-out rows of training alike."""
     nll = count = patches = 0.0
-    for i in range(0, len(batch), batch_size):
-        a, b, c = jax.device_get(step(model, batch[i:i + batch_size], mask[i:i + batch_size]))
+    for a, b, c in sums:
+        a, b, c = jax.device_get((a, b, c))
         nll, count, patches = nll + float(a), count + float(b), patches + float(c)
-    return {"bpb": nll / count / LN2, "bytes": int(count), "avg_patch_len": count / max(patches, 1.0)}
+    return {"bpb": nll / max(count, 1.0) / LN2, "bytes": int(count), "avg_patch_len": count / max(patches, 1.0)}

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from hybrid_jax import tokenizer
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError
 from hybrid_jax.inference import incremental
 from hybrid_jax.inference.sampling import Sampling, sample
 

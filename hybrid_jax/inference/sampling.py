@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,11 @@ def initialize(coordinator: str = "", num_processes: int = 1, process_id: int = 
         jax.distributed.initialize()
 
 
+def is_main_process() -> bool:
+    """Process 0: the one that prints, writes logs and config.json, and holds the workdir's lock."""
+    return jax.process_index() == 0
+
+
 def _cluster_launched() -> bool:
     """A multi-process launcher started us (SLURM with more than one task counts, one task does not)."""
     multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
@@ -56,7 +61,7 @@ def set_cpu_devices(cfg, requested: str = "auto", coordinator: str = "") -> int:
     count is already chosen (XLA_FLAGS, `jax_num_cpu_devices`), another platform is asked for, the run
     spans processes, or the backend is already running. An integer sets exactly that many.
     """
-    from hybrid_jax.config import ConfigError
+    from hybrid_jax.errors import ConfigError
 
     if requested == "auto":
         if coordinator:

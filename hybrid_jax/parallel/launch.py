@@ -1,7 +1,7 @@
 """N local CPU processes, K fake devices each, one `jax.distributed` job: multi-host logic without a pod.
 
 `hybrid-jax launch --processes 2 --devices_per_process 4 -- --config configs/toy.py
---workdir runs/mp` runs `python -m hybrid_jax.train ARGS` in every process with the coordinator flags
+--workdir runs/mp` runs `python -m hybrid_jax train ARGS` in every process with the coordinator flags
 added. Collectives use gloo; process 0 alone prints and writes metrics. The exit code is the first
 non-zero one among the processes; SIGINT/SIGTERM are passed on to all of them.
 """
@@ -21,18 +21,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def commands(module: str, args: list[str], processes: int, port: int) -> list[list[str]]:
-    return [[sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
+def commands(command: str, args: list[str], processes: int, port: int) -> list[list[str]]:
+    return [[sys.executable, "-m", "hybrid_jax", command, *args, "--coordinator", f"127.0.0.1:{port}",
              "--num_processes", str(processes), "--process_id", str(i)] for i in range(processes)]
 
 
-def launch(args: list[str], processes: int, devices_per_process: int, module: str = "hybrid_jax.cli.train") -> int:
-    """Run `module` in `processes` CPU processes and wait for all; returns the first non-zero exit code."""
+def launch(args: list[str], processes: int, devices_per_process: int, command: str = "train") -> int:
+    """Run `hybrid-jax COMMAND ARGS` in `processes` CPU processes and wait for all; returns the first non-zero exit code."""
     if processes < 1 or devices_per_process < 1:
         raise ValueError("--processes and --devices_per_process must be >= 1")
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
-    procs = [subprocess.Popen(cmd, env=env) for cmd in commands(module, args, processes, free_port())]
+    procs = [subprocess.Popen(cmd, env=env) for cmd in commands(command, args, processes, free_port())]
 
     def forward(signum, frame):
         for p in procs:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")
 RULES = {"embed": "fsdp", "heads": "tensor", "mlp": "tensor", "vocab": "tensor", "rows": "fsdp", None: None}

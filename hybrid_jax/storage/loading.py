@@ -14,8 +14,9 @@ import re
 
 from etils import epath
 
+from hybrid_jax.errors import CheckpointError
 from hybrid_jax.storage.checkpoint import load_model
-from hybrid_jax.storage.workdir import CheckpointError, Workdir
+from hybrid_jax.storage.workdir import Workdir
 
 # What a Hub snapshot needs for `from_hf`: the weights of other formats (pytorch_model.bin, Meta's
 # consolidated.pth, ...) would only cost download time and disk.

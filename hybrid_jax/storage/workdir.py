@@ -18,11 +18,7 @@ import os
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hybrid_jax.config import ConfigError
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or workdir is missing, corrupt or incompatible."""
+from hybrid_jax.errors import CheckpointError, ConfigError
 
 
 def _absolute(path) -> epath.Path:
@@ -45,9 +41,17 @@ class Workdir:
         p = _absolute(path)
         if not p.is_dir():
             raise CheckpointError(f"{p}: no such directory")
+        split = cls.split_step_dir(p)
+        return (cls(split[0]), split[1]) if split else (cls(p), None)
+
+    @staticmethod
+    def split_step_dir(path) -> tuple[epath.Path, int] | None:
+        """(workdir path, step) if `path` has the form of a step directory `WORKDIR/checkpoints/<step>`
+        (read from the path alone), else None."""
+        p = _absolute(path)
         if p.parent.name == "checkpoints" and p.name.isdigit():
-            return cls(p.parent.parent), int(p.name)
-        return cls(p), None
+            return p.parent.parent, int(p.name)
+        return None
 
     # --- the layout -------------------------------------------------------------------------------
     @property

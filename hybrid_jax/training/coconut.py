@@ -17,11 +17,13 @@ import jax
 
 from hybrid_jax.data import curriculum as cur
 from hybrid_jax.data.coconut import load_examples
+from hybrid_jax.model.objectives import masked_losses
 from hybrid_jax.model.params import model_with_params
+from hybrid_jax.parallel.distributed import is_main_process
 from hybrid_jax.parallel.sharding import local_rows, make_mesh
-from hybrid_jax.training.init import initial_params
+from hybrid_jax.training.loop import Task
 from hybrid_jax.training.optim import learning_rate
-from hybrid_jax.training.step import compile_steps, masked_losses
+from hybrid_jax.training.step import compile_steps
 
 
 def stage_start_epoch(cc, epoch: int) -> int:
@@ -66,7 +68,7 @@ def qa_eval(cfg, params, examples, stage: int) -> dict:
     return {"accuracy": res["accuracy"], "eval_n": res["n"], "avg_latents": res["avg_latents"]}
 
 
-class CoconutCurriculum:
+class CoconutCurriculum(Task):
     """The `Task` of a latent-reasoning run (see `hybrid_jax.training.loop`)."""
 
     def __init__(self, cfg, devices=None):
@@ -82,23 +84,19 @@ class CoconutCurriculum:
         self.lr = learning_rate(cfg.train)
         self.epoch = self.stage = self.reset_at = 0
 
-    def fresh_state(self, state: dict) -> dict:
-        state["params"] = initial_params(self.cfg, state["params"], self.steps.state_shardings["params"])
-        return state
-
     def resumed(self, start: int) -> None:
         self.data.seek(start)
 
     def start_message(self, start: int) -> str:
         return (f"{'resumed from step ' + str(start) if start else 'starting'}: epoch {self.data.epoch}, "
-                f"stage {self.data.stage}, {self.spe} steps per epoch, {self.cfg.train.steps} steps")
+                f"stage {self.data.stage}, {self.spe} steps per epoch, {self.total} steps")
 
     def before_step(self, state: dict, step: int) -> dict:
         """At a stage change: say so and, with `reset_optimizer`, start the optimizer state afresh."""
         cc, sched = self.cfg.coconut, self.data
         self.epoch, self.stage = sched.epoch, sched.stage
         if sched.index == 0 and self.epoch > 0 and cur.stage_of_epoch(cc, self.epoch - 1) != self.stage:
-            if jax.process_index() == 0:
+            if is_main_process():
                 print(f"stage {self.stage} from epoch {self.epoch} (step {step})"
                       + ("; optimizer reset" if cc.reset_optimizer else ""), file=sys.stderr)
             if cc.reset_optimizer:
@@ -119,9 +117,9 @@ class CoconutCurriculum:
         cc = self.cfg.coconut
         if not (self.valid and self.data.index == 0):
             return None
-        if done != self.cfg.train.steps and not (cc.eval_every_epochs and (self.epoch + 1) % cc.eval_every_epochs == 0):
+        if not self.is_last(done) and not (cc.eval_every_epochs and (self.epoch + 1) % cc.eval_every_epochs == 0):
             return None
         return {**qa_eval(self.cfg, state["params"], self.valid, self.stage), "epoch": self.epoch, "stage": self.stage}
 
     def meta(self, done: int) -> dict:
-        return {"step": done, "seed": self.cfg.seed, "data": self.data.get_state(), "stage": self.stage}
+        return {**super().meta(done), "stage": self.stage}

@@ -13,6 +13,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from hybrid_jax.storage.checkpoint import save_train_state
+from hybrid_jax.analysis.profile import write_traced
 from hybrid_jax.training import profiling
 from hybrid_jax.training.loop import Hook, Run
 from hybrid_jax.training.metrics import MetricsWriter, Progress
@@ -56,7 +57,7 @@ class SignalHook(Hook):
 class ProfileHook(Hook):
     """A `jax.profiler` window (`train.profile_start` / `profile_steps`, counted from the first step of
     this run) into WORKDIR/profile, with the compiled step's HLO beside it for
-    `python -m benchmarks.profile_summary DIR`."""
+    `hybrid-jax profile DIR`."""
 
     def __init__(self, run: Run):
         t = run.cfg.train
@@ -87,8 +88,8 @@ class ProfileHook(Hook):
         if compiled_step is None:
             return
         try:
-            path = profiling.write_hlo(tr.logdir, compiled_step().as_text(), tr.traced, devices)
-            print(f"where the time went: python -m benchmarks.profile_summary {tr.logdir}  (HLO in {path})",
+            path = write_traced(tr.logdir, compiled_step().as_text(), tr.traced, devices)
+            print(f"where the time went: hybrid-jax profile {tr.logdir}  (HLO in {path})",
                   file=sys.stderr)
         except Exception as e:  # noqa: BLE001 -- see the docstring
             print(f"(could not write the step's HLO: {e})", file=sys.stderr)
@@ -106,7 +107,7 @@ class MetricsHook(Hook):
 
     def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
         t = run.cfg.train
-        if not (done % t.log_every == 0 or done == run.total or run.stop_requested or run.task.log_now(done)):
+        if not (done % t.log_every == 0 or run.is_last(done) or run.stop_requested or run.task.log_now(done)):
             return
         metrics = jax.device_get(metrics)
         now = time.time()
@@ -146,11 +147,11 @@ class CheckpointHook(Hook):
 
     def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
         if done in self.on_disk:  # a damaged step is kept as it is, never overwritten
-            if run.main and (run.stop_requested or done == run.total):
+            if run.main and (run.stop_requested or run.is_last(done)):
                 print(f"step {done} is on disk but did not restore; not overwriting it", file=sys.stderr)
         else:
             save_train_state(self.mngr, done, state, run.task.meta(done),
-                             force=run.stop_requested or done == run.total)
+                             force=run.stop_requested or run.is_last(done))
         if run.stop_requested and run.main:
             print(f"\nstopped by signal at step {done}; checkpoint saved", file=sys.stderr)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jax
 
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError
 from hybrid_jax.model.params import flat_items, param_tree
 
 
@@ -48,11 +48,12 @@ def initial_params(cfg, params: dict, shardings) -> dict:
     return params
 
 
-def with_source_model(cfg, model_overrides: list[tuple[str, str]], apply_override):
+def with_source_model(cfg, model_overrides: list[tuple[str, str]]):
     """`cfg` with its `model` node taken from `train.init_from`'s checkpoint, then `model_overrides`
-    ((dotted key, text) from the command line) applied to it again with `apply_override(cfg, key, text)`:
+    ((dotted key, text) from the command line) applied to it again:
     a fine-tuning run keeps the source's architecture and may change what keeps shapes (dtype, remat,
     the patching threshold)."""
+    from hybrid_jax.config import apply_override
     from hybrid_jax.storage.loading import model_config_of
 
     cfg.model = model_config_of(cfg.train.init_from)

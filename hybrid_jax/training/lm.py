@@ -9,24 +9,27 @@ import jax
 
 from hybrid_jax.analysis.flops import flops_per_sequence, peak_tflops
 from hybrid_jax.data.pipeline import eval_batches, streams, train_dataset
+from hybrid_jax.evaluation.bpb import summarize
+from hybrid_jax.model.objectives import entropy_model_losses, entropy_model_sums
+from hybrid_jax.parallel.distributed import is_main_process
 from hybrid_jax.parallel.sharding import check_rows, local_rows, make_mesh
-from hybrid_jax.training.init import calibrated_threshold, initial_params
+from hybrid_jax.training.init import calibrated_threshold
+from hybrid_jax.training.loop import Task
 from hybrid_jax.training.optim import learning_rate
-from hybrid_jax.training.step import LN2, compile_steps, entropy_model_losses, entropy_model_sums
+from hybrid_jax.training.step import compile_steps
 
 
 def evaluate(eval_fn, params, batches, b_sh) -> dict:
     """Held-out bits per byte and average patch length over fixed batches (int32 `[rows, seq_len + 1]`,
     this process's rows)."""
-    total = count = patches = 0.0
-    for local in batches:
+    def sums(local):
         shape = (local.shape[0] * jax.process_count(), local.shape[1])
-        nll, n, p = jax.device_get(eval_fn(params, jax.make_array_from_process_local_data(b_sh, local, shape)))
-        total, count, patches = total + float(nll), count + float(n), patches + float(p)
-    return {"eval_bpb": total / count / LN2, "eval_avg_patch_len": count / max(patches, 1.0)}
+        return eval_fn(params, jax.make_array_from_process_local_data(b_sh, local, shape))
+    result = summarize(sums(local) for local in batches)
+    return {"eval_bpb": result["bpb"], "eval_avg_patch_len": result["avg_patch_len"]}
 
 
-class LanguageModeling:
+class LanguageModeling(Task):
     """The `Task` of a plain run (see `hybrid_jax.training.loop`)."""
 
     def __init__(self, cfg, devices=None):
@@ -55,30 +58,17 @@ class LanguageModeling:
         every process, and on a resume, since the sample and the entropy model are the same."""
         result = calibrated_threshold(self.cfg, stream)
         self.cfg.model.patching.threshold = result.threshold
-        if jax.process_index() == 0:
+        if is_main_process():
             print(f"model.patching.threshold = {result.threshold:.6f}: mean patch {result.mean_patch_len:.3f} bytes "
                   f"on {result.samples} training windows (target {self.cfg.model.patching.target_patch_len})",
                   file=sys.stderr)
 
-    def fresh_state(self, state: dict) -> dict:
-        state["params"] = initial_params(self.cfg, state["params"], self.steps.state_shardings["params"])
-        return state
-
-    def resumed(self, start: int) -> None:
-        pass
-
     def start_message(self, start: int) -> str:
         resumed = f"resumed from step {start}; " if start else ""
-        return f"{resumed}compiling the train step, then training steps {start + 1}-{self.cfg.train.steps}"
-
-    def before_step(self, state: dict, step: int) -> dict:
-        return state
+        return f"{resumed}compiling the train step, then training steps {start + 1}-{self.total}"
 
     def batch(self, step: int):
         return jax.make_array_from_process_local_data(self.steps.batch_sharding, next(self.data), self.shape)
-
-    def log_now(self, done: int) -> bool:
-        return False
 
     def log_fields(self, done: int, step_time: float) -> dict:
         t = self.cfg.train
@@ -88,9 +78,6 @@ class LanguageModeling:
 
     def evaluate(self, state: dict, done: int) -> dict | None:
         every = self.cfg.eval.every
-        if not self.evals or not (done % every == 0 or done == self.cfg.train.steps):
+        if not self.evals or not (done % every == 0 or self.is_last(done)):
             return None
         return evaluate(self.steps.eval, state["params"], self.evals, self.steps.batch_sharding)
-
-    def meta(self, done: int) -> dict:
-        return {"step": done, "seed": self.cfg.seed, "data": self.data.get_state()}

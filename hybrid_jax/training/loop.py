@@ -9,47 +9,70 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax.errors import CheckpointError
+from hybrid_jax.parallel.distributed import is_main_process
 from hybrid_jax.storage.checkpoint import restore_train_state
-from hybrid_jax.storage.workdir import CheckpointError, Workdir
+from hybrid_jax.storage.workdir import Workdir
+from hybrid_jax.training.init import initial_params
 from hybrid_jax.training.step import Steps, initial_state
 
 
-class Task(Protocol):
-    """A kind of run: its compiled steps, its data and what it logs, evaluates and checkpoints."""
+class Task:
+    """A kind of run: its compiled steps, its data and what it logs, evaluates and checkpoints. A
+    subclass sets the three attributes in its `__init__` and overrides what differs from these defaults."""
 
     cfg: Any  # the run config (`train.steps` is the number of steps the loop runs)
     steps: Steps
     data: Any  # an iterator with `get_state()` / `set_state(state)` (stored in every checkpoint)
 
+    @property
+    def total(self) -> int:
+        return self.cfg.train.steps
+
+    def is_last(self, done: int) -> bool:
+        """Whether `done` steps are the whole run."""
+        return done == self.total
+
     def fresh_state(self, state: dict) -> dict:
-        """A new run's initial state, as `state` or with parameters swapped in."""
+        """A new run's initial state: `state` with `train.init_from`'s (or the entropy model's donor's)
+        parameters swapped in where the config names them."""
+        state["params"] = initial_params(self.cfg, state["params"], self.steps.state_shardings["params"])
+        return state
 
     def resumed(self, start: int) -> None:
         """Called after the data state of step `start` was restored."""
 
-    def start_message(self, start: int) -> str: ...
+    def start_message(self, start: int) -> str:
+        return f"{'resumed from step ' + str(start) if start else 'starting'}: steps {start + 1}-{self.total}"
 
-    def before_step(self, state: dict, step: int) -> dict: ...
+    def before_step(self, state: dict, step: int) -> dict:
+        return state
 
     def batch(self, step: int):
         """The global batch of `step` as arrays placed with `steps.batch_sharding`."""
+        raise NotImplementedError
 
     def log_now(self, done: int) -> bool:
         """Log after `done` steps even off the `train.log_every` grid."""
+        return False
 
     def log_fields(self, done: int, step_time: float) -> dict:
         """Fields the task adds to a logged row (learning rate, MFU, epoch, ...)."""
+        return {}
 
     def evaluate(self, state: dict, done: int) -> dict | None:
         """A row of held-out metrics after `done` steps, or None when it is not time to evaluate."""
+        return None
 
     def meta(self, done: int) -> dict:
-        """What a checkpoint after `done` steps stores beside the state (data position, stage)."""
+        """What a checkpoint after `done` steps stores beside the state: the step, the seed and the data
+        position (a task adds what else it needs to resume exactly)."""
+        return {"step": done, "seed": self.cfg.seed, "data": self.data.get_state()}
 
 
 @dataclasses.dataclass
@@ -65,7 +88,10 @@ class Run:
 
     @property
     def total(self) -> int:
-        return self.cfg.train.steps
+        return self.task.total
+
+    def is_last(self, done: int) -> bool:
+        return self.task.is_last(done)
 
     def record(self, step: int, row: dict, writer=None) -> None:
         self.rows.append({"step": step, **row})
@@ -98,7 +124,7 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
         except CheckpointError as e:
             errors.append(e)
             continue
-        if jax.process_index() == 0:
+        if is_main_process():
             for step, e in zip(saved, errors):
                 print(f"skipping checkpoint step {step}, it does not restore: {e}", file=sys.stderr)
         state["step"] = jax.device_put(jnp.int32(start), steps.state_shardings["step"])
@@ -110,7 +136,7 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
             raise CheckpointError(f"{workdir}: no checkpoint step restores (the newest: {errors[0]}); nothing was "
                                   "deleted")
         state, start = task.fresh_state(initial_state(cfg, steps)), 0
-    if jax.process_index() == 0:
+    if is_main_process():
         workdir.write_config(cfg)
     return state, start
 
@@ -123,7 +149,7 @@ def train_loop(task: Task, workdir: str, make_hooks) -> list[dict]:
     c = cfg.checkpoint
     mngr = wd.manager(save_interval_steps=c.every, max_to_keep=c.keep, enable_async_checkpointing=c.async_save)
     state, start = start_or_resume(task, wd, mngr)
-    run = Run(cfg, wd, task, start, jax.process_index() == 0)
+    run = Run(cfg, wd, task, start, is_main_process())
     hooks = make_hooks(run, mngr)
     if run.main:
         print(task.start_message(start), file=sys.stderr)

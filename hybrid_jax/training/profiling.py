@@ -2,20 +2,15 @@
 the trace.
 
 A trace directory opens in TensorBoard's profile plugin / XProf (`tensorboard --logdir DIR`) or, through
-its `perfetto_trace.json.gz`, in ui.perfetto.dev; `python -m benchmarks.profile_summary DIR` reads it
+its `perfetto_trace.json.gz`, in ui.perfetto.dev; `hybrid-jax profile DIR` (`hybrid_jax.analysis.profile`) reads it
 back with the HLO and says where a step's time went.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
-
-HLO_FILE = "train_step.hlo.txt"
-STEPS_FILE = "traced_steps.json"
-
 
 class StepTracer:
     """Traces steps `start .. start + steps - 1` of a loop into `logdir`; `steps` 0 disables it.
@@ -69,14 +64,3 @@ def unfold_gpu_graphs() -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_enable_command_buffer=".strip()
     return True
-
-
-def write_hlo(logdir: str, hlo: str, steps: int, devices: int) -> str:
-    """Store the traced step's compiled HLO text and how many steps on how many devices were traced
-    (what a summary of the trace needs); returns the HLO file's path."""
-    path = os.path.join(logdir, HLO_FILE)
-    with open(path, "w") as f:
-        f.write(hlo)
-    with open(os.path.join(logdir, STEPS_FILE), "w") as f:
-        json.dump({"steps": steps, "devices": devices}, f)
-    return path

@@ -2,12 +2,11 @@
 
 State: `{"params": nested dict, "opt_state": optax state, "step": int32}`. A batch is int32
 `[batch, seq_len + 1]` (inputs `[:, :-1]`, next-byte targets `[:, 1:]`), or, for latent-reasoning runs,
-`{"ids": that, "mask": float32 [batch, seq_len]}` (see `masked_losses`).
+`{"ids": that, "mask": float32 [batch, seq_len]}`. The losses are `hybrid_jax.model.objectives`'.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -16,65 +15,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hybrid_jax.model import BLT, patching
+from hybrid_jax.model import BLT
+from hybrid_jax.model.objectives import LN2, eval_sums, losses
 from hybrid_jax.model.params import abstract_model, assemble, model_template, param_tree
 from hybrid_jax.parallel.sharding import batch_sharding, check_rows, param_shardings, state_shardings
 from hybrid_jax.training.optim import optimizer
-
-LN2 = math.log(2.0)
-
-
-def losses(model, batch, est_weight: float, trained_online: bool):
-    """(total loss, metrics) for one batch: next-byte CE (+ weighted entropy-model CE)."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, info, entropy_logits = model.train_forward(inputs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-    est = jnp.zeros((), jnp.float32)
-    if trained_online:
-        est = optax.softmax_cross_entropy_with_integer_labels(entropy_logits, targets).mean()
-    patches = info.starts[:, :-1].sum(axis=1).astype(jnp.float32)
-    metrics = {"loss": ce, "est_loss": est, "avg_patch_len": inputs.shape[1] / patches.mean()}
-    return ce + est_weight * est, metrics
-
-
-def entropy_model_losses(model, batch):
-    """(loss, metrics) of the entropy model alone (`train.objective = "entropy_model"`): its next-byte CE,
-    and the mean patch length its entropies would give under `model.patching`."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits = model.entropy_model(inputs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-    ents = patching.entropies_from_logits(jax.lax.stop_gradient(logits))
-    patches = patching.compute_starts(model.config.patching, inputs, ents)[:, :-1].sum(axis=1).astype(jnp.float32)
-    return ce, {"loss": ce, "est_loss": ce, "avg_patch_len": inputs.shape[1] / patches.mean()}
-
-
-def entropy_model_sums(model, batch, mask=None):
-    """`eval_sums` of the entropy model alone."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    mask = jnp.ones(targets.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-    logits = model.entropy_model(inputs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    starts = patching.compute_starts(model.config.patching, inputs, patching.entropies_from_logits(logits))
-    return (ce * mask).sum(), mask.sum(), (starts[:, :-1] * mask).sum()
-
-
-def masked_losses(model, batch, est_weight: float, trained_online: bool, latent_passes: int = 0):
-    """(total loss, metrics) for `{"ids" [batch, seq_len + 1], "mask" [batch, seq_len]}`: next-byte CE
-    averaged over the targets where mask is 1 (latent reasoning: only what follows `<eot>`), the global
-    transformer run with `latent_passes` (static; 0 = plain). The entropy model, when trained online,
-    learns from every non-padding byte (padding is id 0, BOE)."""
-    ids, mask = batch["ids"], batch["mask"]
-    inputs, targets = ids[:, :-1], ids[:, 1:]
-    logits, info, entropy_logits = model.train_forward(inputs, latent_passes)
-    ce = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask).sum() / jnp.maximum(mask.sum(), 1)
-    est = jnp.zeros((), jnp.float32)
-    if trained_online:
-        real = (targets != 0).astype(jnp.float32)
-        est_all = optax.softmax_cross_entropy_with_integer_labels(entropy_logits, targets)
-        est = (est_all * real).sum() / jnp.maximum(real.sum(), 1)
-    patches = info.starts[:, :-1].sum(axis=1).astype(jnp.float32)
-    metrics = {"loss": ce, "est_loss": est, "avg_patch_len": inputs.shape[1] / patches.mean()}
-    return ce + est_weight * est, metrics
 
 
 def make_train_step(graphdef, template, tx, cfg, loss: Callable | None = None):
@@ -113,16 +58,6 @@ def make_train_step(graphdef, template, tx, cfg, loss: Callable | None = None):
         metrics["bpb"] = metrics["loss"] / LN2
         return new, metrics
     return step
-
-
-def eval_sums(model, batch, mask=None):
-    """(sum of next-byte CE in nats, bytes counted, patches) over the bytes where `mask` `[batch, seq_len]`
-    is 1 (default: all). batch int32 `[batch, seq_len + 1]`."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    mask = jnp.ones(targets.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-    logits, info, _ = model.train_forward(inputs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    return (ce * mask).sum(), mask.sum(), (info.starts[:, :-1] * mask).sum()
 
 
 def make_eval_step(graphdef, template, sums: Callable = eval_sums):
@@ -181,3 +116,21 @@ def initial_state(cfg, steps: Steps, params: Any = None) -> dict:
         params = jax.jit(lambda: param_tree(BLT(cfg.model, nnx.Rngs(cfg.seed))), out_shardings=sh["params"])()
     return {"params": params, "opt_state": jax.jit(steps.tx.init, out_shardings=sh["opt_state"])(params),
             "step": jax.device_put(jnp.int32(0), sh["step"])}
+
+
+def compiled_memory(cfg) -> dict:
+    """XLA's memory analysis of the compiled train step on the current devices (bytes per device)."""
+    import time
+
+    from hybrid_jax.parallel.sharding import make_mesh
+
+    steps = compile_steps(cfg, make_mesh(cfg.mesh))
+    batch = jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len + 1), jnp.int32,
+                                 sharding=steps.batch_sharding)
+    state = {**steps.abstract, "step": jax.ShapeDtypeStruct((), jnp.int32,
+                                                            sharding=steps.state_shardings["step"])}
+    t0 = time.perf_counter()
+    mem = steps.train.lower(state, batch).compile().memory_analysis()
+    compile_s = time.perf_counter() - t0
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")
+    return {**{f: int(getattr(mem, f)) for f in fields}, "compile_s": compile_s}

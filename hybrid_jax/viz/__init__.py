@@ -1,4 +1,4 @@
-"""Pictures of how a BLT cuts bytes into patches: terminal text, HTML and PNG (see `hybrid_jax.inspect`)."""
+"""Pictures of how a BLT cuts bytes into patches: terminal text, HTML and PNG (see `hybrid-jax inspect`)."""
 
 from hybrid_jax.viz.plot import figure_size, plot_png
 from hybrid_jax.viz.render import render_ansi, render_html, render_plain, render_text

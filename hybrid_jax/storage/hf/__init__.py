@@ -16,7 +16,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from hybrid_jax.config import ConfigError
+from hybrid_jax.errors import ConfigError, ConvertError
 from hybrid_jax.model.params import abstract_model, model_with_params
 from hybrid_jax.storage.hf.config import hf_config_from_model, hf_divergences, model_config_from_hf
 from hybrid_jax.storage.hf.weights import hf_name, is_stacked, layer_path, to_hf_arrays
@@ -26,10 +26,6 @@ __all__ = ["ConvertError", "EXPORT_DTYPES", "from_hf", "to_hf", "read_hf_config"
 # An export's dtype (config.json's `torch_dtype`) -> the numpy dtype its safetensors hold (numpy itself
 # has no bfloat16; ml_dtypes' is the one jax uses, and safetensors writes it as BF16).
 EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
-
-
-class ConvertError(ValueError):
-    """A Hugging Face directory or an export target is unusable."""
 
 
 def read_hf_config(path: str):

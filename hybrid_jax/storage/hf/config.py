@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hybrid_jax.config import ConfigError, d_ff, kv_heads, model_config, validate_model
+from hybrid_jax.config import d_ff, kv_heads, model_config, validate_model
+from hybrid_jax.errors import ConfigError
 from hybrid_jax.tokenizer import LATENT_SPECIALS
 
 # BltConfig's defaults for fields a config.json may leave out (transformers 5.x, configuration_blt.py).

@@ -1,4 +1,4 @@
-"""Where a profiled step's time went: `python -m benchmarks.profile_summary PROFILE_DIR [--json]`.
+"""Where a profiled step's time went: `hybrid-jax profile PROFILE_DIR [--json]`.
 
 PROFILE_DIR is what `train` (config `train.profile_steps`) or `bench train --profile` traced into.
 `op_times` reads the trace back (the `xplane.pb` that `jax.profiler` writes) and sums the time of each
@@ -8,19 +8,41 @@ of work, using what `instructions` reads from the compiled HLO text that `train`
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import json
 import os
 import re
-import sys
 
 import hybrid_jax
-from hybrid_jax.training.profiling import HLO_FILE, STEPS_FILE
+
+# What `write_traced` stores beside a trace: the traced step's compiled HLO, and how many steps on how
+# many devices were traced.
+HLO_FILE = "train_step.hlo.txt"
+STEPS_FILE = "traced_steps.json"
 
 _DEVICE_PLANES = ("/device:GPU", "/device:TPU")
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+
+
+def write_traced(logdir: str, hlo: str, steps: int, devices: int) -> str:
+    """Store what a summary of the trace in `logdir` needs besides the trace; returns the HLO file's path."""
+    path = os.path.join(logdir, HLO_FILE)
+    with open(path, "w") as f:
+        f.write(hlo)
+    with open(os.path.join(logdir, STEPS_FILE), "w") as f:
+        json.dump({"steps": steps, "devices": devices}, f)
+    return path
+
+
+def summarize_dir(logdir: str) -> dict:
+    """`summary` of a profile directory that `train` or `bench train --profile` wrote; OSError, ValueError
+    or KeyError when it lacks a trace or what `write_traced` stores."""
+    with open(os.path.join(logdir, HLO_FILE)) as f:
+        hlo = f.read()
+    with open(os.path.join(logdir, STEPS_FILE)) as f:
+        traced = json.load(f)
+    return summary(logdir, hlo, traced["steps"], traced["devices"])
 
 
 def newest_trace(logdir: str) -> str:
@@ -246,25 +268,3 @@ def format_summary(p: dict) -> str:
         lines.append("  the trace's busiest lines (every event, nested ones too; ms per step, events):")
         lines += [f"    {ms:9.1f} ms  {n:7d}  {name}" for name, ms, n in p["lines"]]
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_summary", description=__doc__.splitlines()[0])
-    p.add_argument("logdir", help="a profile directory written by train (WORKDIR/profile)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
-    try:
-        with open(os.path.join(args.logdir, HLO_FILE)) as f:
-            hlo = f.read()
-        with open(os.path.join(args.logdir, STEPS_FILE)) as f:
-            traced = json.load(f)
-        result = summary(args.logdir, hlo, traced["steps"], traced["devices"])
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result) if args.json else format_summary(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
