@@ -60,12 +60,8 @@ def main(argv=None) -> int:
 
     import jax
 
-    from hybrid_jax.storage.workdir import Workdir
     from hybrid_jax.training import train
-    if cfg.train.init_from and Workdir(workdir).latest_step() is not None and jax.process_index() == 0:
-        print(f"{workdir} has checkpoints: resuming it, train.init_from only gave the model config",
-              file=sys.stderr)
-    rows = train(cfg, workdir)
+    rows = train(cfg, workdir)  # a workdir that another train holds: WorkdirInUse, exit 2
     line = summary_line(rows)
     if jax.process_index() == 0 and line:
         print(line)

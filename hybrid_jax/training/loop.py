@@ -7,15 +7,17 @@ profiling) is a list of `Hook`s (`hybrid_jax.training.hooks`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hybrid_jax.storage.checkpoint import restore_train_state
-from hybrid_jax.storage.workdir import CheckpointError, Workdir
+from hybrid_jax.storage.workdir import CheckpointError, Workdir, WorkdirInUse
 from hybrid_jax.training.step import Steps, initial_state
 
 
@@ -101,6 +103,9 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
         if jax.process_index() == 0:
             for step, e in zip(saved, errors):
                 print(f"skipping checkpoint step {step}, it does not restore: {e}", file=sys.stderr)
+            if cfg.train.init_from:
+                print(f"{workdir} has checkpoints: resuming it, train.init_from only gave the model config",
+                      file=sys.stderr)
         state["step"] = jax.device_put(jnp.int32(start), steps.state_shardings["step"])
         task.data.set_state(meta["data"])
         task.resumed(start)
@@ -113,6 +118,35 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
     if jax.process_index() == 0:
         workdir.write_config(cfg)
     return state, start
+
+
+@contextlib.contextmanager
+def holding(workdir: Workdir):
+    """Hold `workdir`'s lock (`Workdir.lock`) around a whole run, so that a second `train` on it stops
+    before it reads or writes anything there.
+
+    Process 0 alone takes it. All processes of a run use one workdir (a local `launch` shares a folder;
+    a pod needs a shared file system or a bucket, since Orbax writes one step from every host), so a
+    lock per host would refuse the run its own workdir; the other processes never touch the lock
+    file. They learn whether process 0 got it, so that a refused run ends on every process instead of
+    leaving them waiting for process 0 in the first collective.
+    """
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(workdir.lock())
+            except OSError as e:  # WorkdirInUse, or the lock file cannot be made
+                failure = e
+        refused = failure is not None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+        if failure is not None:
+            raise failure
+        if refused:
+            raise WorkdirInUse(f"{workdir}: process 0 could not take the workdir's lock (its error says why)")
+        yield
 
 
 def train_loop(task: Task, workdir: str, make_hooks) -> list[dict]:
