@@ -2,7 +2,8 @@
 
 Builds the mesh, the sharded state and the data pipeline, then trains with periodic evaluation and
 Orbax checkpoints (`hybrid_jax.training`); re-running the same command resumes from the latest
-checkpoint. SIGTERM / SIGINT save a checkpoint and exit cleanly.
+checkpoint. SIGTERM / SIGINT save a checkpoint and exit cleanly. A workdir that another `train` is
+using is refused in one line naming its pid and host (exit 2; see `Workdir.lock`).
 """
 
 from __future__ import annotations
