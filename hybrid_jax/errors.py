@@ -16,3 +16,7 @@ class DataError(ValueError):
 
 class ConvertError(ValueError):
     """A Hugging Face directory or an export target is unusable."""
+
+
+class WorkdirInUse(OSError):
+    """Another live `train` holds the workdir's lock."""

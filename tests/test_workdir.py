@@ -46,6 +46,15 @@ def test_config_round_trips_on_a_bucket(bucket):
         wd.check_same_model(cfg)
 
 
+def test_a_bucket_workdir_has_no_lock(bucket):
+    """Objects have no lock that a killed holder gives back: none is taken, and nothing is written."""
+    wd = Workdir("gs://bucket/run")
+    assert str(wd.lock_file) == "gs://bucket/run/train.lock"
+    with wd.lock() as held, wd.lock() as again:
+        assert held is False and again is False
+    assert not (bucket / "run").exists()
+
+
 def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     seen = []
     import tensorboardX

@@ -2,12 +2,12 @@
 
 Builds the mesh, the sharded state and the data pipeline, then trains with periodic evaluation and
 Orbax checkpoints (`hybrid_jax.training`); re-running the same command resumes from the latest
-checkpoint. SIGTERM / SIGINT save a checkpoint and exit cleanly.
+checkpoint. SIGTERM / SIGINT save a checkpoint and exit cleanly. A workdir that another `train` is
+using is refused in one line naming its pid and host (exit 2; see `Workdir.lock`).
 """
 
 from __future__ import annotations
 
-import sys
 
 from hybrid_jax.cli.parser import ArgumentParser
 
@@ -57,12 +57,8 @@ def main(argv: list[str]) -> int:
     distributed.set_cpu_devices(cfg, cpu_devices, coordinator)
     distributed.initialize(coordinator, nproc, pid)
 
-    from hybrid_jax.storage.workdir import Workdir
     from hybrid_jax.training import train
-    if cfg.train.init_from and Workdir(workdir).latest_step() is not None and distributed.is_main_process():
-        print(f"{workdir} has checkpoints: resuming it, train.init_from only gave the model config",
-              file=sys.stderr)
-    rows = train(cfg, workdir)
+    rows = train(cfg, workdir)  # a workdir that another train holds: WorkdirInUse, exit 2
     line = summary_line(rows)
     if distributed.is_main_process() and line:
         print(line)

@@ -5,20 +5,27 @@
     WORKDIR/metrics.jsonl             one JSON object per logged step
     WORKDIR/tb/                       TensorBoard events
     WORKDIR/profile/[process_<i>/]    `jax.profiler` traces
+    WORKDIR/train.lock                flock'ed by the running `train` (its process 0) for the whole run;
+                                      holds that process's pid, host and start time. Left behind by a
+                                      finished or killed run, it locks nothing
 
 Paths go through `etils.epath`, which Orbax also uses, so a workdir may be a local folder or a bucket
-(`gs://...`).
+(`gs://...`). A bucket has no lock (see `Workdir.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import sys
 
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hybrid_jax.errors import CheckpointError, ConfigError
+from hybrid_jax.errors import CheckpointError, ConfigError, WorkdirInUse
+from hybrid_jax.storage.lock import Busy, FileLock, describe
 
 
 def _absolute(path) -> epath.Path:
@@ -34,6 +41,10 @@ class Workdir:
 
     def __str__(self) -> str:
         return str(self.path)
+
+    @property
+    def remote(self) -> bool:
+        return "://" in str(self.path)
 
     @classmethod
     def locate(cls, path) -> tuple[Workdir, int | None]:
@@ -80,6 +91,43 @@ class Workdir:
         """Where `jax.profiler` traces go; one sub-directory per process when there are several."""
         base = self.path / "profile"
         return base / f"process_{process_index}" if process_count > 1 else base
+
+    @property
+    def lock_file(self) -> epath.Path:
+        return self.path / "train.lock"
+
+    # --- the lock ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the workdir for one `train` run (creating the folder); `WorkdirInUse` if a live process
+        holds it. Yields whether a lock is held.
+
+        Readers (`generate`, `evaluate`, `inspect`, `convert`) take no lock: a run's checkpoints are
+        whole once Orbax has renamed them into place. A bucket (`gs://`) has no lock a killed process
+        would give back, so there is none: two runs on one bucket workdir are not refused and would
+        both write it. Neither is there one on a local file system without `flock` (one line says so).
+        """
+        if self.remote:
+            yield False
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_file))
+        try:
+            lock.acquire()
+        except Busy as e:
+            raise WorkdirInUse(f"{self.path} is in use by another train ({describe(e.holder)}); wait for it "
+                               "or use another --workdir") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            print(f"{self.lock_file}: no lock on this file system ({e.strerror}); a second train on this "
+                  "workdir would not be refused", file=sys.stderr)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     # --- config.json ------------------------------------------------------------------------------
     def has_config(self) -> bool:

@@ -7,14 +7,16 @@ profiling) is a list of `Hook`s (`hybrid_jax.training.hooks`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from hybrid_jax.errors import CheckpointError
+from hybrid_jax.errors import CheckpointError, WorkdirInUse
 from hybrid_jax.parallel.distributed import is_main_process
 from hybrid_jax.storage.checkpoint import restore_train_state
 from hybrid_jax.storage.workdir import Workdir
@@ -127,6 +129,9 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
         if is_main_process():
             for step, e in zip(saved, errors):
                 print(f"skipping checkpoint step {step}, it does not restore: {e}", file=sys.stderr)
+            if cfg.train.init_from:
+                print(f"{workdir} has checkpoints: resuming it, train.init_from only gave the model config",
+                      file=sys.stderr)
         state["step"] = jax.device_put(jnp.int32(start), steps.state_shardings["step"])
         task.data.set_state(meta["data"])
         task.resumed(start)
@@ -139,6 +144,35 @@ def start_or_resume(task: Task, workdir: Workdir, mngr) -> tuple[dict, int]:
     if is_main_process():
         workdir.write_config(cfg)
     return state, start
+
+
+@contextlib.contextmanager
+def holding(workdir: Workdir):
+    """Hold `workdir`'s lock (`Workdir.lock`) around a whole run, so that a second `train` on it stops
+    before it reads or writes anything there.
+
+    Process 0 alone takes it. All processes of a run use one workdir (a local `launch` shares a folder;
+    a pod needs a shared file system or a bucket, since Orbax writes one step from every host), so a
+    lock per host would refuse the run its own workdir; the other processes never touch the lock
+    file. They learn whether process 0 got it, so that a refused run ends on every process instead of
+    leaving them waiting for process 0 in the first collective.
+    """
+    with contextlib.ExitStack() as stack:
+        failure = None
+        if is_main_process():
+            try:
+                stack.enter_context(workdir.lock())
+            except OSError as e:  # WorkdirInUse, or the lock file cannot be made
+                failure = e
+        refused = failure is not None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+        if failure is not None:
+            raise failure
+        if refused:
+            raise WorkdirInUse(f"{workdir}: process 0 could not take the workdir's lock (its error says why)")
+        yield
 
 
 def train_loop(task: Task, workdir: str, make_hooks) -> list[dict]:
