@@ -71,6 +71,26 @@ def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     assert len((bucket / "run" / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+def test_write_errors_name_the_os_error():
+    import errno
+
+    from hybrid_jax.storage.workdir import write_error
+
+    # What TensorStore raised on a full tmpfs while Orbax saved a step.
+    ts = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/6.orbax-checkpoint-tmp/params.'
+                    'orbax-checkpoint-tmp/_sharding": Failed writing: "/w/checkpoints/6.orbax-checkpoint-tmp/params.'
+                    'orbax-checkpoint-tmp/_sharding.__lock": Failed to write 18397 bytes to file 22: No space left '
+                    "on device [os_error_code='28']")
+    wrapped = Exception("Encountered error while writing")
+    wrapped.__cause__ = ts
+    e = write_error(wrapped, "saving checkpoint step 6 to /w/checkpoints")
+    assert str(e) == "no space left on device while saving checkpoint step 6 to /w/checkpoints"
+    assert isinstance(e, OSError) and e.errno == errno.ENOSPC
+    assert str(write_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "writing x")) == \
+        "disk quota exceeded while writing x"
+    assert str(write_error(RuntimeError("no reason\ngiven"), "writing x")) == "writing x failed (RuntimeError: no reason)"
+
+
 def test_a_local_line_log_appends(tmp_path):
     path = epath.Path(tmp_path / "log.jsonl")
     for text in ("a\n", "b\n"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import orbax.checkpoint as ocp
 from etils import epath
@@ -23,6 +24,10 @@ from hybrid_jax.config import ConfigError
 
 class CheckpointError(ValueError):
     """A checkpoint or workdir is missing, corrupt or incompatible."""
+
+
+class WriteError(OSError):
+    """A run's files could not be written (a full disk, a quota, a read-only mount, ...)."""
 
 
 def innermost(e: BaseException) -> BaseException:
@@ -40,6 +45,36 @@ def error_text(e: BaseException) -> str:
     text = (text.strip().splitlines() or [""])[0]
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# TensorStore reports an OS error as a status (RESOURCE_EXHAUSTED for a full disk) with the errno in its text.
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_errno(e: BaseException) -> int | None:
+    """The OS error number behind `e` or any exception in its chain, if one names it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e.errno
+        m = _TS_ERRNO.search(str(e))
+        if m:
+            return int(m.group(1))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_error(e: BaseException, what: str) -> WriteError:
+    """`e`, raised while `what` (e.g. "saving checkpoint step 6 to DIR"), as one line naming the cause:
+    the OS error if any layer (Python, TensorStore, Orbax's threads) saw one, else the innermost cause."""
+    code = _os_errno(e)
+    if code:
+        reason = os.strerror(code)
+        err = WriteError(f"{reason[:1].lower()}{reason[1:]} while {what}")
+        err.errno = code
+        return err
+    return WriteError(f"{what} failed ({error_text(innermost(e))})")
 
 
 def _absolute(path) -> epath.Path:
