@@ -47,19 +47,18 @@ def test_config_round_trips_on_a_bucket(bucket):
 
 def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     seen = []
-    import tensorboardX
-
-    class FakeSummaryWriter:  # tensorboardX writes gs:// itself (google-cloud-storage): record the path
+    class FakeEventFile:  # tensorboardX writes gs:// itself (google-cloud-storage): record the path
         def __init__(self, logdir):
-            seen.append(logdir)
+            seen.append(str(logdir))
+            self.logdir = logdir
 
-        def add_scalar(self, *a):
+        def add_scalars(self, *a):
             pass
 
         def close(self):
             pass
 
-    monkeypatch.setattr(tensorboardX, "SummaryWriter", FakeSummaryWriter)
+    monkeypatch.setattr(metrics, "EventFile", FakeEventFile)
     for logged in ({1: 9.0, 2: 8.0}, {2: 6.0, 3: 5.0}):  # the second run resumes after step 1
         w = metrics.MetricsWriter(Workdir("gs://bucket/run"), True)
         for step, loss in logged.items():
@@ -69,6 +68,28 @@ def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     rows = metrics.read_metrics("gs://bucket/run")
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 9.0), (2, 6.0), (3, 5.0)]
     assert len((bucket / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_while_logging_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """/dev/full fails every write with ENOSPC, as a full disk does: metrics.jsonl, then TensorBoard's
+    events (written in this thread, so a full disk cannot stall tensorboardX's queue)."""
+    import tensorboardX.record_writer
+
+    wd = Workdir(tmp_path / "run")
+    wd.path.mkdir()
+    os.symlink("/dev/full", wd.metrics_file)
+    w = metrics.MetricsWriter(wd, True)
+    with pytest.raises(OSError, match=f"^no space left on device while writing {wd.metrics_file}$"):
+        w.write(1, {"loss": 1.0})
+    w.close()
+    os.remove(wd.metrics_file)
+    monkeypatch.setattr(tensorboardX.record_writer, "open_file", lambda path: open("/dev/full", "wb"))
+    w = metrics.MetricsWriter(wd, True)
+    for call in (lambda: w.write(1, {"loss": 1.0}), w.close):  # the first write is flushed, then the rest
+        with pytest.raises(OSError, match=f"^no space left on device while writing {wd.tensorboard_dir}$"):
+            call()
+    assert [r["step"] for r in metrics.read_metrics(str(wd.path))] == [1]
 
 
 def test_write_errors_name_the_os_error():

@@ -12,6 +12,8 @@ Paths go through `etils.epath`, which Orbax also uses, so a workdir may be a loc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -149,8 +151,16 @@ class Workdir:
         """A whole run config (with a `model` node) or a bare model config."""
         tree = cfg.to_dict()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(json.dumps(tree if "model" in tree else {"model": tree}, indent=2,
-                                               sort_keys=True))
+        # Written beside it, then renamed over it: a write cut short (a full disk) must not leave a
+        # truncated config.json, which would make the run's checkpoints unreadable.
+        tmp = self.path / (self.config_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(tree if "model" in tree else {"model": tree}, indent=2, sort_keys=True))
+            tmp.replace(self.config_file)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise write_error(e, f"writing {self.config_file}") from None
 
     def model_config(self):
         """The stored model config, validated."""
@@ -209,16 +219,25 @@ class LineLog:
         self.remote = "://" in str(path)
         if self.remote:
             self.text = path.read_text() if path.exists() else ""
-        else:
-            self.file = path.open("a")
+        else:  # unbuffered: each line is one write, so a failed one can be taken back whole
+            self.file = open(path, "ab", buffering=0)
 
     def write(self, line: str) -> None:
         if self.remote:
             self.text += line
             self.path.write_text(self.text)
-        else:
-            self.file.write(line)
-            self.file.flush()
+            return
+        data = line.encode()
+        end = os.fstat(self.file.fileno()).st_size
+        try:
+            written = self.file.write(data)
+            if written != len(data):  # a full disk writes what fits
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        except OSError:
+            # A line cut short would run into the next run's first line (read_metrics could not parse it).
+            with contextlib.suppress(OSError):
+                self.file.truncate(end)
+            raise
 
     def close(self) -> None:
         if not self.remote:
