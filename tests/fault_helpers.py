@@ -1,11 +1,12 @@
-"""Damaged checkpoints for the fault tests: what to break in an Orbax step, how, and a listing of a
-workdir to show that nothing was deleted."""
+"""Damaged checkpoints and full disks for the fault tests: what to break in an Orbax step, how, and a
+listing of a workdir to show that nothing was deleted."""
 
 import json
 import math
 import os
 import random
 import shutil
+import subprocess
 
 KINDS = ("truncate", "zero", "random", "delete")
 # (item, part): "data" are the files of the per-process OCDBT databases, which hold the arrays' chunks;
@@ -85,3 +86,61 @@ def assert_several_chunks(step_dir: str, shapes: dict) -> None:
     # How TensorStore splits them over files varies from run to run; one file may be a b-tree node.
     data = [p for p in item_files(step_dir, "params", "data") if os.path.getsize(p) > 10_000]
     assert len(data) >= 3, data
+
+
+# Run as `python -c ENOSPC_MAIN CMD ARGS...`: the `hybrid-jax` dispatcher (as `python -m hybrid_jax`),
+# except that Orbax's array writes for step $FAIL_SAVE_STEP fail with ENOSPC, where TensorStore's own
+# write would fail on a full disk (for an async save, in Orbax's background thread).
+ENOSPC_MAIN = """
+import errno, json, os, sys
+from orbax.checkpoint._src.serialization import serialization
+write, tmp = serialization.async_serialize_from_host, f"/{os.environ['FAIL_SAVE_STEP']}.orbax-checkpoint-tmp/"
+async def full_disk(value, tspec, *args, **kwargs):
+    if tmp in json.dumps(tspec):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+    return await write(value, tspec, *args, **kwargs)
+serialization.async_serialize_from_host = full_disk
+from hybrid_jax.cli import main
+sys.exit(main())
+"""
+
+
+class SmallDisk:
+    """A tmpfs with `free` bytes left once `src` is copied onto it, where this machine lets us mount
+    one (root, or CAP_SYS_ADMIN); `mounted` is False elsewhere and nothing is done."""
+
+    def __init__(self, mountpoint: str, src: str, free: int):
+        self.mountpoint, self.src, self.free, self.mounted = mountpoint, src, free, False
+
+    def __enter__(self):
+        os.makedirs(self.mountpoint, exist_ok=True)
+        size = sum(os.path.getsize(os.path.join(p, n)) for p, _, ns in os.walk(self.src) for n in ns)
+        size = (size + self.free) * 2 + (4 << 20)
+        try:
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.mountpoint],
+                               capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return self
+        self.mounted = r.returncode == 0
+        if self.mounted:
+            shutil.copytree(self.src, self.workdir)
+            st = os.statvfs(self.mountpoint)
+            ballast = st.f_bavail * st.f_frsize - self.free
+            with open(self.ballast, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, ballast)
+        return self
+
+    @property
+    def workdir(self) -> str:
+        return os.path.join(self.mountpoint, "run")
+
+    @property
+    def ballast(self) -> str:
+        return os.path.join(self.mountpoint, "ballast")
+
+    def make_room(self) -> None:
+        os.remove(self.ballast)
+
+    def __exit__(self, *exc):
+        if self.mounted:
+            subprocess.run(["umount", self.mountpoint], capture_output=True, timeout=60)

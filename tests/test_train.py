@@ -433,6 +433,36 @@ def test_damaged_checkpoint_in_whole_processes(eight_device_run, corpus, tmp_pat
     assert_nothing_deleted(before, listing(workdir))
 
 
+def test_full_disk_while_saving_is_one_line_and_keeps_the_older_step(eight_device_run, restore_run, corpus, tmp_path):
+    """An async save that finds the disk full (a small tmpfs where this machine lets us mount one, else
+    ENOSPC raised where Orbax hands the arrays to TensorStore), as a process: one error line naming the
+    step, exit 2, the older step as it was even with `keep=1`, and once there is room a re-run resumes
+    from it exactly."""
+    from fault_helpers import ENOSPC_MAIN, SmallDisk, listing
+
+    restore, states = restore_run
+    run3 = str(tmp_path / "run3")
+    shutil.copytree(eight_device_run[0], run3, ignore=shutil.ignore_patterns("6"))  # as if stopped after step 3
+    with SmallDisk(str(tmp_path / "disk"), run3, free=300_000) as disk:
+        if disk.mounted:
+            workdir, prefix, env = disk.workdir, ("-m", "hybrid_jax"), None
+        else:
+            workdir, prefix, env = run3, ("-c", ENOSPC_MAIN), dict(os.environ, FAIL_SAVE_STEP="6")
+        before = listing(workdir)
+        p = hybrid_jax_command(*train_args(workdir, corpus, "--config.checkpoint.keep=1",
+                                           "--config.checkpoint.async_save=True"), prefix=prefix, env=env)
+        lines = [line for line in p.stderr.splitlines() if not XLA_LOG.match(line)]
+        assert p.returncode == 2 and lines == [
+            "resumed from step 3; compiling the train step, then training steps 4-6",
+            f"error: no space left on device while saving checkpoint step 6 to {workdir}/checkpoints"], p.stderr[-3000:]
+        assert_nothing_deleted(before, listing(workdir))
+        assert "6" not in os.listdir(os.path.join(workdir, "checkpoints"))
+        if disk.mounted:
+            disk.make_room()  # a re-run rewrites config.json
+        state, start = restore(workdir)
+        assert start == 3 and same_leaves(state, states[3])
+
+
 def test_evaluate_bpb(eight_device_run, corpus, capsys):
     workdir, rows = eight_device_run
     rc, out, _ = run_main(capsys, evaluate, "bpb", "--ckpt", workdir, "--data", corpus, "--json",
