@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
                    ImportError, OSError, FloatingPointError)
@@ -21,6 +22,9 @@ def run(main, argv=None) -> int:
     if argv is None:  # a whole process: the command line's
         sys.unraisablehook = _without_checkpoint_io_leftovers(sys.unraisablehook)
         logging.getLogger("asyncio").addFilter(_without_unretrieved_task_errors)
+        # After a failed save, Orbax's write coroutines that never ran are collected at exit (nothing in
+        # hybrid_jax itself uses asyncio).
+        warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
     try:
         return main(argv) or 0
     except EXPECTED_ERRORS as e:
