@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 
 from hybrid_jax.model import BLT
 from hybrid_jax.model.params import abstract_model, flat_items, model_with_params, param_tree
-from hybrid_jax.storage.workdir import CheckpointError, Workdir, error_text, innermost
+from hybrid_jax.storage.workdir import CheckpointError, Workdir, error_text, innermost, write_error
 
 __all__ = ["CheckpointError", "load_model", "save_model", "save_train_state", "restore_train_state", "read_meta"]
 
@@ -24,8 +24,11 @@ def save_model(model: BLT, workdir: str, step: int = 0) -> str:
     with wd.manager() as mngr:
         if step in mngr.all_steps():
             raise CheckpointError(f"{workdir}: step {step} already exists; not overwriting it")
-        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(param_tree(model))))
-        mngr.wait_until_finished()
+        try:
+            mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(param_tree(model))))
+            mngr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise anything: ValueError, bare Exception)
+            raise write_error(e, f"saving step {step} to {wd.checkpoints}") from None
     return str(wd.step_dir(step))
 
 
