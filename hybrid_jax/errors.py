@@ -20,3 +20,7 @@ class ConvertError(ValueError):
 
 class WorkdirInUse(OSError):
     """Another live `train` holds the workdir's lock."""
+
+
+class WriteError(OSError):
+    """A run's files could not be written (a full disk, a quota, a read-only mount, ...)."""

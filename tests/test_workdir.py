@@ -57,19 +57,18 @@ def test_a_bucket_workdir_has_no_lock(bucket):
 
 def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     seen = []
-    import tensorboardX
-
-    class FakeSummaryWriter:  # tensorboardX writes gs:// itself (google-cloud-storage): record the path
+    class FakeEventFile:  # tensorboardX writes gs:// itself (google-cloud-storage): record the path
         def __init__(self, logdir):
-            seen.append(logdir)
+            seen.append(str(logdir))
+            self.logdir = logdir
 
-        def add_scalar(self, *a):
+        def add_scalars(self, *a):
             pass
 
         def close(self):
             pass
 
-    monkeypatch.setattr(tensorboardX, "SummaryWriter", FakeSummaryWriter)
+    monkeypatch.setattr(metrics, "EventFile", FakeEventFile)
     for logged in ({1: 9.0, 2: 8.0}, {2: 6.0, 3: 5.0}):  # the second run resumes after step 1
         w = metrics.MetricsWriter(Workdir("gs://bucket/run"), True)
         for step, loss in logged.items():
@@ -79,6 +78,48 @@ def test_metrics_on_a_bucket_survive_a_resume(bucket, monkeypatch):
     rows = metrics.read_metrics("gs://bucket/run")
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 9.0), (2, 6.0), (3, 5.0)]
     assert len((bucket / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_while_logging_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """/dev/full fails every write with ENOSPC, as a full disk does: metrics.jsonl, then TensorBoard's
+    events (written in this thread, so a full disk cannot stall tensorboardX's queue)."""
+    import tensorboardX.record_writer
+
+    wd = Workdir(tmp_path / "run")
+    wd.path.mkdir()
+    os.symlink("/dev/full", wd.metrics_file)
+    w = metrics.MetricsWriter(wd, True)
+    with pytest.raises(OSError, match=f"^no space left on device while writing {wd.metrics_file}$"):
+        w.write(1, {"loss": 1.0})
+    w.close()
+    os.remove(wd.metrics_file)
+    monkeypatch.setattr(tensorboardX.record_writer, "open_file", lambda path: open("/dev/full", "wb"))
+    w = metrics.MetricsWriter(wd, True)
+    for call in (lambda: w.write(1, {"loss": 1.0}), w.close):  # the first write is flushed, then the rest
+        with pytest.raises(OSError, match=f"^no space left on device while writing {wd.tensorboard_dir}$"):
+            call()
+    assert [r["step"] for r in metrics.read_metrics(str(wd.path))] == [1]
+
+
+def test_write_errors_name_the_os_error():
+    import errno
+
+    from hybrid_jax.storage.workdir import write_error
+
+    # What TensorStore raised on a full tmpfs while Orbax saved a step.
+    ts = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/6.orbax-checkpoint-tmp/params.'
+                    'orbax-checkpoint-tmp/_sharding": Failed writing: "/w/checkpoints/6.orbax-checkpoint-tmp/params.'
+                    'orbax-checkpoint-tmp/_sharding.__lock": Failed to write 18397 bytes to file 22: No space left '
+                    "on device [os_error_code='28']")
+    wrapped = Exception("Encountered error while writing")
+    wrapped.__cause__ = ts
+    e = write_error(wrapped, "saving checkpoint step 6 to /w/checkpoints")
+    assert str(e) == "no space left on device while saving checkpoint step 6 to /w/checkpoints"
+    assert isinstance(e, OSError) and e.errno == errno.ENOSPC
+    assert str(write_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "writing x")) == \
+        "disk quota exceeded while writing x"
+    assert str(write_error(RuntimeError("no reason\ngiven"), "writing x")) == "writing x failed (RuntimeError: no reason)"
 
 
 def test_a_local_line_log_appends(tmp_path):

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from hybrid_jax.errors import CheckpointError
 from hybrid_jax.model import BLT
 from hybrid_jax.model.params import abstract_model, flat_items, model_with_params, param_tree
-from hybrid_jax.storage.workdir import Workdir
+from hybrid_jax.storage.workdir import Workdir, error_text, innermost, write_error
 
 __all__ = ["CheckpointError", "load_model", "save_model", "save_train_state", "restore_train_state", "read_meta"]
 
@@ -25,9 +25,19 @@ def save_model(model: BLT, workdir: str, step: int = 0) -> str:
     with wd.manager() as mngr:
         if step in mngr.all_steps():
             raise CheckpointError(f"{workdir}: step {step} already exists; not overwriting it")
-        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(param_tree(model))))
-        mngr.wait_until_finished()
+        try:
+            mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(param_tree(model))))
+            mngr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise anything: ValueError, bare Exception)
+            raise write_error(e, f"saving step {step} to {wd.checkpoints}") from None
     return str(wd.step_dir(step))
+
+
+def _reason(e: BaseException) -> str:
+    """Why an Orbax read failed, for one error line. Orbax wraps TensorStore's error (which names the key
+    and the file) in a bare `Exception` whose text is a page of TensorStore spec: the innermost cause is
+    the one worth showing."""
+    return error_text(innermost(e))
 
 
 def _check_shapes(step_dir, target: dict) -> None:
@@ -35,8 +45,8 @@ def _check_shapes(step_dir, target: dict) -> None:
     try:
         with ocp.StandardCheckpointer() as ckptr:  # closed, or its threads outlive an error exit
             meta = ckptr.metadata(step_dir / "params").item_metadata
-    except (ValueError, FileNotFoundError, OSError) as e:
-        raise CheckpointError(f"{step_dir}: unreadable checkpoint metadata ({type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 (TensorStore raises bare Exceptions for damaged files)
+        raise CheckpointError(f"{step_dir}: unreadable checkpoint metadata ({_reason(e)})") from None
     leaves = jax.tree_util.tree_flatten_with_path(meta)[0] if meta is not None else []
     if not leaves:
         raise CheckpointError(f"{step_dir}: checkpoint is corrupt or incomplete (no parameter metadata)")
@@ -65,8 +75,8 @@ def load_model(path: str) -> BLT:
         _check_shapes(wd.step_dir(step), target)
         try:
             restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-        except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-            raise CheckpointError(f"{wd}: step {step} is corrupt or unreadable ({type(e).__name__})") from None
+        except Exception as e:  # noqa: BLE001 (whatever a damaged file makes Orbax or TensorStore raise)
+            raise CheckpointError(f"{wd.step_dir(step)}: checkpoint is corrupt or unreadable ({_reason(e)})") from None
     return model_with_params(cfg, restored["params"])
 
 
@@ -79,7 +89,7 @@ def read_meta(path: str) -> dict | None:
             if step is None:
                 return None
             return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-    except (ValueError, KeyError, TypeError, FileNotFoundError, OSError):
+    except Exception:  # noqa: BLE001 (a damaged meta item reads as no meta; the params say what is wrong)
         return None
 
 
@@ -101,8 +111,8 @@ def restore_train_state(mngr: ocp.CheckpointManager, step: int, abstract_state: 
             params=ocp.args.StandardRestore(abstract_state["params"]),
             opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
             meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-        raise CheckpointError(f"{step_dir}: corrupt or incompatible training checkpoint ({type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 (whatever a damaged file makes Orbax or TensorStore raise)
+        raise CheckpointError(f"{step_dir}: corrupt or incompatible training checkpoint ({_reason(e)})") from None
     meta = dict(restored["meta"])
     state = {"params": restored["params"], "opt_state": restored["opt_state"],
              "step": abstract_state["step"]}

@@ -19,13 +19,61 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hybrid_jax.errors import CheckpointError, ConfigError, WorkdirInUse
+from hybrid_jax.errors import CheckpointError, ConfigError, WorkdirInUse, WriteError
 from hybrid_jax.storage.lock import Busy, FileLock, describe
+
+
+def innermost(e: BaseException) -> BaseException:
+    """The exception at the root of `e`'s chain as Python prints it (`raise ... from None` cuts it)."""
+    while True:
+        inner = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
+        if inner is None:
+            return e
+        e = inner
+
+
+def error_text(e: BaseException) -> str:
+    """`e` in a few words for one error line: its type and the first line of its text."""
+    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    text = (text.strip().splitlines() or [""])[0]
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# TensorStore reports an OS error as a status (RESOURCE_EXHAUSTED for a full disk) with the errno in its text.
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_errno(e: BaseException) -> int | None:
+    """The OS error number behind `e` or any exception in its chain, if one names it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e.errno
+        m = _TS_ERRNO.search(str(e))
+        if m:
+            return int(m.group(1))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_error(e: BaseException, what: str) -> WriteError:
+    """`e`, raised while `what` (e.g. "saving checkpoint step 6 to DIR"), as one line naming the cause:
+    the OS error if any layer (Python, TensorStore, Orbax's threads) saw one, else the innermost cause."""
+    code = _os_errno(e)
+    if code:
+        reason = os.strerror(code)
+        err = WriteError(f"{reason[:1].lower()}{reason[1:]} while {what}")
+        err.errno = code
+        return err
+    return WriteError(f"{what} failed ({error_text(innermost(e))})")
 
 
 def _absolute(path) -> epath.Path:
@@ -149,8 +197,16 @@ class Workdir:
         """A whole run config (with a `model` node) or a bare model config."""
         tree = cfg.to_dict()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(json.dumps(tree if "model" in tree else {"model": tree}, indent=2,
-                                               sort_keys=True))
+        # Written beside it, then renamed over it: a write cut short (a full disk) must not leave a
+        # truncated config.json, which would make the run's checkpoints unreadable.
+        tmp = self.path / (self.config_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(tree if "model" in tree else {"model": tree}, indent=2, sort_keys=True))
+            tmp.replace(self.config_file)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise write_error(e, f"writing {self.config_file}") from None
 
     def model_config(self):
         """The stored model config, validated."""
@@ -209,16 +265,25 @@ class LineLog:
         self.remote = "://" in str(path)
         if self.remote:
             self.text = path.read_text() if path.exists() else ""
-        else:
-            self.file = path.open("a")
+        else:  # unbuffered: each line is one write, so a failed one can be taken back whole
+            self.file = open(path, "ab", buffering=0)
 
     def write(self, line: str) -> None:
         if self.remote:
             self.text += line
             self.path.write_text(self.text)
-        else:
-            self.file.write(line)
-            self.file.flush()
+            return
+        data = line.encode()
+        end = os.fstat(self.file.fileno()).st_size
+        try:
+            written = self.file.write(data)
+            if written != len(data):  # a full disk writes what fits
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        except OSError:
+            # A line cut short would run into the next run's first line (read_metrics could not parse it).
+            with contextlib.suppress(OSError):
+                self.file.truncate(end)
+            raise
 
     def close(self) -> None:
         if not self.remote:

@@ -14,6 +14,7 @@ from jax.experimental import multihost_utils
 
 from hybrid_jax.storage.checkpoint import save_train_state
 from hybrid_jax.analysis.profile import write_traced
+from hybrid_jax.storage.workdir import write_error
 from hybrid_jax.training import profiling
 from hybrid_jax.training.loop import Hook, Run
 from hybrid_jax.training.metrics import MetricsWriter, Progress
@@ -139,25 +140,52 @@ class EvalHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Save every `checkpoint.every` steps (Orbax decides), and always at the last step or on a stop."""
+    """Save every `checkpoint.every` steps (Orbax decides), and always at the last step or on a stop.
+
+    A save that fails (a full disk) is one `WriteError` naming its step; an async save fails in
+    Orbax's background thread and is reported when the next save or the end waits for it. The steps
+    saved before it stay on disk."""
 
     def __init__(self, mngr):
         self.mngr = mngr
         self.on_disk = set(mngr.all_steps())  # later than the resumed step only if they did not restore
+        self.pending = None  # the step whose save may still be running in the background
+        self.failed = False
+
+    def _saving(self, step: int, call):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise anything: ValueError, bare Exception)
+            self.failed = True
+            raise write_error(e, f"saving checkpoint step {step} to {self.mngr.directory}") from None
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            step, self.pending = self.pending, None
+            self._saving(step, self.mngr.wait_until_finished)
 
     def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
         if done in self.on_disk:  # a damaged step is kept as it is, never overwritten
             if run.main and (run.stop_requested or run.is_last(done)):
                 print(f"step {done} is on disk but did not restore; not overwriting it", file=sys.stderr)
         else:
-            save_train_state(self.mngr, done, state, run.task.meta(done),
-                             force=run.stop_requested or run.is_last(done))
+            force = run.stop_requested or run.is_last(done)
+            if force or self.mngr.should_save(done):
+                self._wait()  # as Orbax's save would, but a failure found here is the earlier step's
+                if self._saving(done, lambda: save_train_state(self.mngr, done, state, run.task.meta(done), force)):
+                    self.pending = done
         if run.stop_requested and run.main:
             print(f"\nstopped by signal at step {done}; checkpoint saved", file=sys.stderr)
 
     def close(self, run: Run, state: dict) -> None:
-        self.mngr.wait_until_finished()
-        self.mngr.close()
+        try:
+            self._wait()
+        finally:
+            try:
+                self.mngr.close()
+            except Exception:  # noqa: BLE001
+                if not self.failed:  # else it is the failed save again, already raised
+                    raise
 
 
 def default_hooks(run: Run, mngr) -> list[Hook]:

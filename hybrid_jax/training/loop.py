@@ -198,7 +198,22 @@ def train_loop(task: Task, workdir: str, make_hooks) -> list[dict]:
                 h.after_step(run, step + 1, state, metrics, batch)
             if run.stop_requested:
                 break
-    finally:
-        for h in reversed(hooks):
-            h.close(run, state)
+    except BaseException:
+        _close_all(hooks, run, state, failed=True)
+        raise
+    _close_all(hooks, run, state, failed=False)
     return run.rows
+
+
+def _close_all(hooks: list[Hook], run: Run, state: dict, failed: bool) -> None:
+    """Close every hook, the last first, even when some fail. The first failure is raised, unless the
+    loop already failed: then its error is the one to report (a full disk fails the saves, then the
+    closes that flush logs, and only the first says what happened)."""
+    first = None
+    for h in reversed(hooks):
+        try:
+            h.close(run, state)
+        except Exception as e:  # noqa: BLE001 (raised below, or a consequence of the loop's own error)
+            first = first or e
+    if first is not None and not failed:
+        raise first

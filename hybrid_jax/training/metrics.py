@@ -3,11 +3,13 @@ progress on stdout (a bar on a terminal, a line per logged step elsewhere). Only
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 
-from hybrid_jax.storage.workdir import Workdir
+from hybrid_jax.storage.workdir import Workdir, write_error
 
 
 def _duration(seconds: float) -> str:
@@ -49,31 +51,75 @@ class Progress:
             self.bar.stop()
 
 
+class EventFile:
+    """TensorBoard scalars in one new events file under `logdir`, written by the calling thread (not
+    tensorboardX's `SummaryWriter` thread, where a failed write prints a traceback, and blocks the loop
+    once its queue is full); flushed at the first write, then every `flush_secs`, and on close."""
+
+    def __init__(self, logdir, flush_secs: float = 120.0):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.record_writer import directory_check
+
+        self.logdir = str(logdir)
+        directory_check(self.logdir)
+        self.writer = EventsWriter(os.path.join(self.logdir, "events"))
+        self.flush_secs, self.flushed = flush_secs, 0.0
+
+    def add_scalars(self, step: int, scalars: dict) -> None:
+        from tensorboardX import summary
+        from tensorboardX.proto import event_pb2
+
+        now = time.time()
+        for name, value in scalars.items():
+            self.writer.write_event(event_pb2.Event(wall_time=now, step=step, summary=summary.scalar(name, value)))
+        if now - self.flushed >= self.flush_secs:
+            self.writer.flush()
+            self.flushed = now
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class MetricsWriter:
-    """Appends logged rows to a workdir's `metrics.jsonl` and TensorBoard events."""
+    """Appends logged rows to a workdir's `metrics.jsonl` and TensorBoard events. A write that fails
+    (a full disk) is one `WriteError` naming the file."""
 
     def __init__(self, workdir: Workdir, enabled: bool):
         self.enabled = enabled
         self.tb = None
         if enabled:
-            workdir.path.mkdir(parents=True, exist_ok=True)
-            self.file = workdir.metrics_log()
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(str(workdir.tensorboard_dir))
+            with _writing(workdir.path):
+                workdir.path.mkdir(parents=True, exist_ok=True)
+            with _writing(workdir.metrics_file):
+                self.file = workdir.metrics_log()
+            with _writing(workdir.tensorboard_dir):
+                self.tb = EventFile(workdir.tensorboard_dir)
 
     def write(self, step: int, row: dict) -> None:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in row.items()}}
-        self.file.write(json.dumps(row) + "\n")
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)):
-                self.tb.add_scalar(k, v, step)
+        with _writing(self.file.path):
+            self.file.write(json.dumps(row) + "\n")
+        with _writing(self.tb.logdir):
+            self.tb.add_scalars(step, {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))})
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
-            self.tb.close()
+            try:
+                with _writing(self.file.path):
+                    self.file.close()
+            finally:
+                with _writing(self.tb.logdir):
+                    self.tb.close()
+
+
+@contextlib.contextmanager
+def _writing(path):
+    try:
+        yield
+    except OSError as e:
+        raise write_error(e, f"writing {path}") from None
 
 
 def _plain(v):
