@@ -38,7 +38,7 @@ def command_main(name: str):
     return importlib.import_module(COMMANDS[name][0]).main
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """The `hybrid-jax` console script: run the command's `main` with the arguments after its name."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):

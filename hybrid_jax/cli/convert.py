@@ -40,7 +40,7 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     args = parse(argv)
     from hybrid_jax.errors import ConvertError
     from hybrid_jax.storage.checkpoint import load_model, save_model

@@ -102,8 +102,11 @@ def build_views(args, data: bytes) -> list:
             dataclasses.replace(second, label=ckpt_name(args.compare_ckpt or args.ckpt))]
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     args = parse(argv)
+    for flag, path in (("--out", args.out), ("--html", args.html)):
+        if path and os.path.isdir(path):
+            raise ValueError(f"{flag} {path}: a directory; give the name of the file to write")
     data = read_input(args)
     views = build_views(args, data)
     from hybrid_jax.viz import plot_png, render_html, render_text

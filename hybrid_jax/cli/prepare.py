@@ -9,7 +9,7 @@ import time
 from hybrid_jax.cli.parser import ArgumentParser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="hybrid-jax prepare",
                            description="Pack the documents of a glob into uint16 shards for training on corpora "
                                        "larger than memory; re-running an interrupted prepare finishes it.",

@@ -10,7 +10,7 @@ from hybrid_jax.cli.parser import ArgumentParser
 from hybrid_jax.data.prosqa import MICRO, NANO, TINY, Recipe, generate
 
 
-def main(argv=None) -> int:
+def main(argv: list[str]) -> int:
     p = ArgumentParser(prog="hybrid-jax prosqa", description="Write ProsQA-style latent-reasoning data (train, valid and test JSON files).",
                            example="hybrid-jax prosqa --out data/prosqa --tiny")
     p.add_argument("--out", required=True, help="directory for prosqa_{train,valid,test}.json")

@@ -29,9 +29,17 @@ def run(main, argv=None) -> int:
     try:
         return main(list(argv)) or 0
     except EXPECTED_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {message(e)}", file=sys.stderr)
         return 2
+
+
+def message(e: Exception) -> str:
+    """`e` as the text of one error line; an OS error on a file as `PATH: what went wrong`."""
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 def _without_checkpoint_io_leftovers(hook):

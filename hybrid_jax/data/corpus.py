@@ -85,15 +85,17 @@ def _array_record(path: str) -> Iterator[bytes]:
 
 
 def documents(path: str, text_field: str = "text") -> Iterator[bytes]:
-    """The documents of one file, as UTF-8 bytes."""
+    """The documents of one file, as UTF-8 bytes; empty ones are skipped (they hold no byte to learn or
+    score, only the BOS and EOS that packing would add)."""
     try:
         if path.endswith((".jsonl", ".json")):
-            yield from _jsonl(path, text_field)
+            docs = _jsonl(path, text_field)
         elif path.endswith(".array_record") or ".array_record-" in path:
-            yield from _array_record(path)
+            docs = _array_record(path)
         else:
             with open_file(path, "rb") as f:
-                yield f.read()
+                docs = [f.read()]
+        yield from (d for d in docs if d)
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 

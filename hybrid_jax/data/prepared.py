@@ -61,6 +61,9 @@ def _pack_documents(path: str, text_field: str, eval_fraction: float, files) -> 
     if not path.endswith((".jsonl", ".json", ".array_record")) and ".array_record-" not in path:
         split = "eval" if held_out(f"{path}:0", eval_fraction) else "train"
         try:
+            with open_file(path, "rb") as src:
+                if not src.read(1):  # an empty document, skipped as `documents` skips it
+                    return counts
             counts[split] = _pack_text(path, files[split])
         except OSError as e:
             raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
@@ -122,6 +125,8 @@ def prepare(pattern: str, out: str, text_field: str = "text", eval_fraction: flo
             if progress:
                 progress(entry)
     index = {**settings, "shards": shards, **{s: sum(e[s] for e in shards) for s in (*SPLITS, "documents")}}
+    if not index["documents"]:
+        raise DataError(f"{pattern!r}: no text (every file is empty); nothing to prepare")
     with open(os.path.join(out, INDEX + ".tmp"), "w") as f:
         json.dump(index, f, indent=1)
     os.replace(os.path.join(out, INDEX + ".tmp"), os.path.join(out, INDEX))
@@ -189,5 +194,8 @@ class ShardedStream:
 
 
 def report(entry: dict) -> None:
+    """One line per packed file; an empty file says nothing (a corpus of only empty files is an error)."""
+    if not entry["documents"]:
+        return
     print(f"packed {entry['source']}: {entry['documents']} documents, {entry['train'] + entry['eval']:,} ids",
           file=sys.stderr)
