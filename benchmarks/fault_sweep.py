@@ -30,6 +30,7 @@ def make_inputs(root: str) -> dict:
     from hybrid_jax.config import load_config
     from hybrid_jax.model import BLT
     from hybrid_jax.storage.checkpoint import save_model
+    from hybrid_jax.storage.workdir import Workdir
 
     os.makedirs(root, exist_ok=True)
     p = {name: os.path.join(root, name) for name in ("model", "truncated", "empty.txt", "empty_dir", "text.txt",
@@ -39,7 +40,7 @@ def make_inputs(root: str) -> dict:
     for copy in ("truncated", "readonly"):
         if not os.path.isdir(p[copy]):
             shutil.copytree(p["model"], p[copy])
-    config = os.path.join(p["truncated"], "config.json")
+    config = str(Workdir(p["truncated"]).config_file)
     text = open(config).read()
     if text.rstrip().endswith("}"):
         with open(config, "w") as f:
