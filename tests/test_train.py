@@ -182,7 +182,7 @@ def two_processes(workdir, corpus):
     """The two processes of a 2 x 4-device run of `MP_OVERRIDES`, started (not waited for)."""
     from hybrid_jax.parallel.launch import commands, free_port
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    args = train_command(workdir, corpus, *MP_OVERRIDES)[3:]
+    args = train_command(workdir, corpus, *MP_OVERRIDES)[4:]  # after `python -m hybrid_jax train`
     return [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for cmd in commands("train", args, 2, free_port())]
 
