@@ -1,7 +1,7 @@
 """The `hybrid-jax COMMAND ...` dispatcher (also `python -m hybrid_jax COMMAND ...`).
 
-Every command is a module here with `main(argv) -> int`, where `argv` holds the arguments after the
-command's name (None: this process's `sys.argv[1:]`)."""
+Every command is a module here with `main(argv: list[str]) -> int`, where `argv` holds the arguments
+after the command's name (`runner.run` passes this process's `sys.argv[1:]` when it is given none)."""
 
 from __future__ import annotations
 

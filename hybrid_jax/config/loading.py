@@ -14,7 +14,7 @@ import ml_collections
 
 from hybrid_jax.config.defaults import model_config
 from hybrid_jax.config.validation import validate_model
-from hybrid_jax.errors import ConfigError
+from hybrid_jax.errors import ConfigError, first_line
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -31,21 +31,17 @@ def load_config(path: str) -> ml_collections.ConfigDict:
         loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 (whatever the file raised, a SyntaxError included)
         raise ConfigError(f"--config {path}: not a Python config file ({type(e).__name__}: "
-                          f"{_first_line(e)})") from None
+                          f"{first_line(e)})") from None
     if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"--config {path}: defines no get_config() (a config file is Python whose "
                           "get_config() returns a ConfigDict)")
     try:
         cfg = module.get_config()
     except Exception as e:  # noqa: BLE001 (whatever the config file raised)
-        raise ConfigError(f"--config {path}: {type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"--config {path}: {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"--config {path}: get_config() returned {type(cfg).__name__}, not a ConfigDict")
     return cfg
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
 
 
 def split_overrides(rest: list[str]) -> list[tuple[str, str]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import jax
 import orbax.checkpoint as ocp
 
-from hybrid_jax.errors import CheckpointError
+from hybrid_jax.errors import CheckpointError, error_text, innermost
 from hybrid_jax.model import BLT
 from hybrid_jax.model.params import abstract_model, flat_items, model_with_params, param_tree
-from hybrid_jax.storage.workdir import Workdir, error_text, innermost, write_error
+from hybrid_jax.storage.workdir import Workdir, write_error
 
 __all__ = ["CheckpointError", "load_model", "save_model", "save_train_state", "restore_train_state", "read_meta"]
 

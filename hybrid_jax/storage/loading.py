@@ -14,7 +14,7 @@ import re
 
 from etils import epath
 
-from hybrid_jax.errors import CheckpointError
+from hybrid_jax.errors import CheckpointError, first_line
 from hybrid_jax.storage.checkpoint import load_model
 from hybrid_jax.storage.workdir import Workdir
 
@@ -76,7 +76,7 @@ def _hub_failure(e: Exception) -> str:
     if isinstance(e, errors.RevisionNotFoundError):
         return "the model on the Hugging Face Hub has no such revision (branch, tag or commit)"
     if isinstance(e, errors.HFValidationError):
-        return f"no such local path, nor a valid Hugging Face Hub id ({_first_line(e)})"
+        return f"no such local path, nor a valid Hugging Face Hub id ({first_line(e)})"
     if isinstance(e, errors.LocalEntryNotFoundError):
         cache = constants.HF_HUB_CACHE
         if isinstance(e, getattr(errors, "IncompleteSnapshotError", ())):  # newer huggingface_hub only
@@ -84,11 +84,7 @@ def _hub_failure(e: Exception) -> str:
         if constants.HF_HUB_OFFLINE:
             return f"no such local path, and not in the Hugging Face cache ({cache}) while HF_HUB_OFFLINE=1"
         return f"no such local path, not in the Hugging Face cache ({cache}), and the Hub cannot be reached"
-    return f"fetching it from the Hugging Face Hub failed ({type(e).__name__}: {_first_line(e)})"
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
+    return f"fetching it from the Hugging Face Hub failed ({type(e).__name__}: {first_line(e)})"
 
 
 def _check_hub_model(name: str, path: str) -> None:

@@ -25,25 +25,8 @@ import sys
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hybrid_jax.errors import CheckpointError, ConfigError, WorkdirInUse, WriteError
+from hybrid_jax.errors import CheckpointError, ConfigError, WorkdirInUse, WriteError, error_text, innermost
 from hybrid_jax.storage.lock import Busy, FileLock, describe
-
-
-def innermost(e: BaseException) -> BaseException:
-    """The exception at the root of `e`'s chain as Python prints it (`raise ... from None` cuts it)."""
-    while True:
-        inner = e.__cause__ if e.__cause__ is not None else None if e.__suppress_context__ else e.__context__
-        if inner is None:
-            return e
-        e = inner
-
-
-def error_text(e: BaseException) -> str:
-    """`e` in a few words for one error line: its type and the first line of its text."""
-    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
-    text = (text.strip().splitlines() or [""])[0]
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # TensorStore reports an OS error as a status (RESOURCE_EXHAUSTED for a full disk) with the errno in its text.
