@@ -14,6 +14,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# No dataset can be downloaded here or in CI: lm-eval's tasks read local files or Hugging Face's cache.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # The test helpers, and the repository root for `configs` and `benchmarks` (which are not installed).
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

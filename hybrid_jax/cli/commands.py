@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("hybrid_jax.cli.train", "train a BLT or a Coconut run; re-running resumes the workdir"),
     "generate": ("hybrid_jax.cli.generate", "generate bytes from a checkpoint (cached, streaming, sampling)"),
     "evaluate": ("hybrid_jax.cli.evaluate", "bits per byte on text, or answer accuracy on Coconut data"),
+    "lm-eval": ("hybrid_jax.cli.lm_eval", "lm-evaluation-harness tasks (ARC, HellaSwag, PIQA, ...) on a checkpoint"),
     "inspect": ("hybrid_jax.cli.inspect", "show how a model cuts a text into patches"),
     "convert": ("hybrid_jax.cli.convert", "Hugging Face BLT <-> hybrid_jax workdir"),
     "prepare": ("hybrid_jax.cli.prepare", "pack a corpus into uint16 shards read lazily (corpora larger than memory)"),

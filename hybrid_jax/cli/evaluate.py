@@ -6,7 +6,9 @@ the trained number of continuous thoughts (or `--latent_steps`), `<eot>`, then g
 the text after `### ` must equal the answer. `--mode` defaults to the run's `coconut.mode`.
 
 bpb: bits per byte of a model on held-out files (`hybrid_jax.evaluation.bpb`), in windows of
-`--seq_len` predictions (default: the run's `data.seq_len`, else 512). `--ckpt` is a training workdir
+`--seq_len` predictions (default: the run's `data.seq_len`, else 512); the last window ends at the end
+of the text with a full window of left context. `--no_eos` leaves out the end-of-document ids (on one
+document: lm-eval's loglikelihood_rolling, `hybrid-jax lm-eval`). `--ckpt` is a training workdir
 (latest step; `WORKDIR@STEP`: one step), one `checkpoints/<step>` directory, a Hugging Face BLT directory,
 or a Hugging Face Hub model id `org/name[@revision]` (an existing local path wins).
 """
@@ -32,6 +34,9 @@ def parse(argv):
     b.add_argument("--data", required=True, help="glob of .txt / .jsonl / .array_record files")
     b.add_argument("--text_field", default="text", help="JSONL field holding the document")
     b.add_argument("--limit_bytes", type=int, default=0, help="score at most this many bytes (0: all)")
+    b.add_argument("--no_eos", action="store_true",
+                   help="documents as [BOS] bytes, without the end-of-document id (as lm-eval's "
+                        "loglikelihood_rolling scores a document; `hybrid-jax lm-eval`)")
     b.add_argument("--seq_len", type=int, default=0, help="window length (default: the run's data.seq_len)")
     b.add_argument("--batch_size", type=int, default=8, help="windows per device call")
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -74,9 +79,12 @@ def bpb_command(args) -> dict:
     from hybrid_jax.errors import DataError
     from hybrid_jax.evaluation.bpb import bits_per_byte
     from hybrid_jax.storage.loading import load_any, resolve_source
+    from hybrid_jax.tokenizer import EOS_ID
 
     files = resolve(args.data)
     stream = pack(d for f in files for d in documents(f, args.text_field))
+    if args.no_eos:  # byte ids start at OFFSET, so EOS only ever ends a document
+        stream = stream[stream != EOS_ID]
     if args.limit_bytes:
         stream = stream[:args.limit_bytes + 1]
     if len(stream) < 2:

@@ -1,6 +1,6 @@
 """Bits per byte of a model on a stream of ids: every document is `[BOS] bytes [EOS]` as in training,
-the stream is cut into windows of `seq_len` predictions and every id after the first is scored once;
-the last window is padded and masked."""
+the stream is cut into windows of `seq_len` predictions and every id after the first is scored once
+(`windows`: the last window ends at the stream's end with a full window of left context)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,21 @@ from hybrid_jax.model.objectives import LN2, eval_sums
 
 
 def windows(stream, seq_len: int):
-    """(batch int32 `[n, seq_len + 1]`, mask `[n, seq_len]`): consecutive windows scoring each id of
-    `stream` after the first exactly once; the last window zero-padded and masked."""
+    """(batch int32 `[n, seq_len + 1]`, mask `[n, seq_len]`): windows of `seq_len` predictions scoring
+    each id of `stream` after the first exactly once. Consecutive windows follow each other; when the
+    stream spans more than one, the last ends at the stream's end, so that its predictions read as much
+    left context as a window holds, and masks those an earlier window scored (lm-eval's rolling rule).
+    A stream shorter than one window is zero-padded and masked."""
     n = max(1, math.ceil((len(stream) - 1) / seq_len))
-    padded = np.zeros(n * seq_len + 1, np.int32)
+    starts = np.arange(n) * seq_len
+    if n > 1:
+        starts[-1] = len(stream) - 1 - seq_len
+    padded = np.zeros(max(len(stream), seq_len + 1), np.int32)
     padded[:len(stream)] = stream
-    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
-    mask = (idx[:, 1:] < len(stream)).astype(np.float32)
-    return padded[idx], mask
+    idx = starts[:, None] + np.arange(seq_len + 1)
+    predicted = idx[:, 1:]
+    mask = (predicted < len(stream)) & (predicted > (np.arange(n) * seq_len)[:, None])
+    return padded[idx], mask.astype(np.float32)
 
 
 def bits_per_byte(model, stream, seq_len: int, batch_size: int) -> dict:
