@@ -3,15 +3,14 @@ types, computed one request at a time (needs torch + transformers)."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 import torch
-from flax import nnx
 from model_helpers import tiny
 from transformers import BltForCausalLM
 
 from hybrid_jax import tokenizer
-from hybrid_jax.model import BLT
+from hybrid_jax.model.params import abstract_model, model_with_params, param_tree
 from hybrid_jax.storage.hf import to_hf
 from hybrid_jax.storage.hf.config import hf_divergences
 
@@ -19,22 +18,34 @@ PROBE = "The quick brown fox jumps over the lazy dog; def f(x): return x * 2"
 
 
 def exported_model(out_dir: str, seed: int = 0):
-    """(HF model, directory) of a tiny BLT that Hugging Face reproduces exactly (no divergences), with an
-    entropy threshold at the median of its own entropies (mixed patch lengths) and a head scaled up so
-    that its byte distributions are far from uniform."""
+    """(HF model, directory) of a tiny BLT that Hugging Face reproduces exactly (no divergences), written
+    by `to_hf`: random weights drawn in numpy (no initialisation to compile), an entropy threshold at the
+    median of its own entropies on a probe text (mixed patch lengths)."""
     cfg = tiny("entropy")
     cfg.hash.group_sizes = (3, 5)
-    model = BLT(cfg, nnx.Rngs(seed))
-    head = model.lm_head.kernel
-    head.set_value(head.get_value() * 2.0)
-    ent = np.sort(np.asarray(model.patch(jnp.asarray([tokenizer.encode(PROBE)])).entropies)[0, 1:])
-    cfg = model.config.as_configdict()
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map_with_path(lambda path, x: _draw(rng, jax.tree_util.keystr(path), x),
+                                              param_tree(abstract_model(cfg)))
+    to_hf(model_with_params(cfg, params), cfg, out_dir)
+    hf = BltForCausalLM.from_pretrained(out_dir).float().eval()
+    with torch.no_grad():
+        ent = hf.model.patcher(torch.tensor([tokenizer.encode(PROBE)]), patch_size=None)[0][0, 1:].numpy()
+    ent = np.sort(ent)
     cfg.patching.threshold = float((ent[len(ent) // 2 - 1] + ent[len(ent) // 2]) / 2)
-    again = BLT(cfg, nnx.Rngs(seed))
-    nnx.update(again, nnx.state(model, nnx.Param))
-    assert hf_divergences(again.config) == []
-    to_hf(again, again.config, out_dir)
-    return BltForCausalLM.from_pretrained(out_dir).float().eval(), out_dir
+    model = model_with_params(cfg, params)
+    assert hf_divergences(model.config) == []
+    to_hf(model, model.config, out_dir, force=True)
+    hf.config.patching_threshold = cfg.patching.threshold
+    return hf, out_dir
+
+
+def _draw(rng, path: str, x) -> np.ndarray:
+    """Random values for the parameter at `path` of shape struct `x`: norms around 1, embedding tables
+    of unit scale, other matrices scaled by their fan-in."""
+    if x.ndim == 1:
+        return (1.0 + 0.3 * rng.standard_normal(x.shape)).astype(np.float32)
+    scale = 1.0 if "embed" in path else 1.5 / np.sqrt(x.shape[-2])
+    return (scale * rng.standard_normal(x.shape)).astype(np.float32)
 
 
 def hf_log_probs(hf, ids: list[int]) -> np.ndarray:

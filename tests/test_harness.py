@@ -1,0 +1,189 @@
+"""`hybrid-jax lm-eval` (hybrid_jax.evaluation.harness) against Hugging Face `BltForCausalLM` on a `to-hf`
+export of the same model, request by request: the local tasks of tests/harness_tasks (one per output
+type) through the command, randomized requests through the LM, `evaluate bpb` on the rolling documents,
+and one-line errors. Offline: HF_DATASETS_OFFLINE=1 (conftest.py)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval")
+torch = pytest.importorskip("torch")
+
+from harness_helpers import (exported_model, hf_generate_until, hf_loglikelihood,  # noqa: E402
+                             hf_rolling)
+
+from hybrid_jax.cli import evaluate, runner  # noqa: E402
+from hybrid_jax.cli.lm_eval import main as lm_eval_main  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = os.path.join(ROOT, "tests", "harness_tasks")
+LOCAL = ["hj_choice", "hj_loglik", "hj_rolling", "hj_generate"]
+MAX_LENGTH = 48  # the model's context in the tests: some requests and documents are longer
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    # HF runs one small row at a time: its thread pool only adds contention (0.65 s per forward with the
+    # default threads on the 2-core CI machine, 0.02 s with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield exported_model(str(tmp_path_factory.mktemp("hf") / "model"))
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def command_run(export, tmp_path_factory):
+    """(results object printed by `--json`, samples by task) of the local tasks through the command."""
+    _, path = export
+    out = tmp_path_factory.mktemp("lm_eval_out")
+    rc, stdout, stderr = lm_eval(["--ckpt", path, "--include_path", TASKS, "--tasks", ",".join(LOCAL),
+                                  "--max_length", str(MAX_LENGTH), "--batch_size", "8", "--output_path", str(out),
+                                  "--log_samples", "--bootstrap_iters", "0", "--json"])
+    assert rc == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 1, stdout[:500]
+    samples = {}
+    for task in LOCAL:
+        (name,) = glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True)
+        samples[task] = [json.loads(line) for line in open(name)]
+    assert glob.glob(str(out / "**" / "results_*.json"), recursive=True)
+    return json.loads(lines[0]), samples
+
+
+def lm_eval(argv):
+    """(exit code, stdout, stderr) of `hybrid-jax lm-eval ARGV` run in this process, from the repository
+    root (the tasks' data_files are relative to it)."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = runner.run(lm_eval_main, argv)
+    finally:
+        os.chdir(cwd)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_local_tasks_through_the_command_equal_hf(export, command_run):
+    hf, _ = export
+    results, samples = command_run
+    assert set(LOCAL) <= set(results["results"])
+    info = results["config"]
+    assert info["model_context_bytes"] == MAX_LENGTH and info["truncated_contexts"] >= 1
+    assert len({length for _, length in info["compiled_shapes"]}) <= 3  # buckets 16, 32, 47
+    worst, greedy_seen = 0.0, set()
+    for task in ("hj_choice", "hj_loglik"):
+        for s in samples[task]:
+            for args, (resp,) in zip(s["arguments"].values(), s["resps"]):
+                context, continuation = args["arg_0"], args["arg_1"]
+                want, want_greedy = hf_loglikelihood(hf, context, continuation, MAX_LENGTH)
+                got, got_greedy = float(resp[0]), resp[1] == "True"
+                worst = max(worst, abs(got - want))
+                assert got_greedy == want_greedy, (context, continuation)
+                greedy_seen.add(got_greedy)
+    print(f"max |Δ loglikelihood| vs HF over the local tasks: {worst:.2e}")
+    assert worst <= TOL
+    for s in samples["hj_rolling"]:
+        text = s["arguments"]["gen_args_0"]["arg_0"]
+        assert abs(float(s["resps"][0][0]) - hf_rolling(hf, text, MAX_LENGTH)) <= TOL, text[:40]
+    assert max(len(s["arguments"]["gen_args_0"]["arg_0"].encode()) for s in samples["hj_rolling"]) > 2 * MAX_LENGTH
+    for s in samples["hj_generate"]:
+        prompt, kwargs = s["arguments"]["gen_args_0"]["arg_0"], s["arguments"]["gen_args_0"]["arg_1"]
+        assert s["resps"][0][0] == hf_generate_until(hf, prompt, kwargs["until"], kwargs["max_gen_toks"])
+
+
+def test_rolling_equals_evaluate_bpb(export, command_run, tmp_path, capsys):
+    """Per document: the rolling log-likelihood in bits per byte is `evaluate bpb --no_eos` on a file
+    holding that document, with windows of the context less one prediction."""
+    _, path = export
+    _, samples = command_run
+    for i, s in enumerate(samples["hj_rolling"]):
+        text = s["arguments"]["gen_args_0"]["arg_0"]
+        (tmp_path / f"{i}.txt").write_bytes(text.encode())
+        rc = runner.run(evaluate.main, ["bpb", "--ckpt", path, "--data", str(tmp_path / f"{i}.txt"), "--no_eos",
+                                        "--seq_len", str(MAX_LENGTH - 1), "--json"])
+        out = capsys.readouterr().out
+        assert rc == 0
+        bpb = json.loads(out)["bpb"]
+        n = len(text.encode())
+        assert abs(bpb - -float(s["resps"][0][0]) / n / np.log(2)) <= 1e-5, (text[:40], bpb)
+
+
+def random_text(rng, n: int) -> str:
+    pieces = ["a", "b", " ", "\n", "é", "ß", "€", "日本", "🙂", "def ", "x = 1", ".", ","]
+    return "".join(rng.choice(pieces) for _ in range(n))
+
+
+def test_randomized_requests_equal_hf(export):
+    """Empty continuations, ones starting with a space or a newline, multi-byte characters on both sides
+    of the boundary, contexts longer than the model's, and continuations that greedy decoding writes."""
+    from lm_eval.api.instance import Instance
+
+    from hybrid_jax.config import default_config
+    from hybrid_jax.evaluation.harness import HybridLM
+    from hybrid_jax.evaluation.scoring import Scorer
+    from hybrid_jax.parallel.sharding import make_mesh
+    from hybrid_jax.storage.loading import load_any
+
+    hf, path = export
+    rng = np.random.default_rng(0)
+    pairs = []
+    for k in range(24):
+        context = random_text(rng, int(rng.integers(0, 40)))
+        continuation = ["", " " + random_text(rng, 3), "\n" + random_text(rng, 2), "日本語", "🙂x",
+                        random_text(rng, int(rng.integers(1, 8)))][k % 6]
+        pairs.append((context, continuation))
+    written = []  # continuations greedy decoding writes (those that are whole UTF-8): is_greedy must hold
+    for context in ("€uro", "Hello wor", "def f(x):", "日本", "x = [1, 2,"):
+        text = hf_generate_until(hf, context, [], 5)
+        if len(text.encode()) == 5 and "\ufffd" not in text:
+            written.append(len(pairs))
+            pairs.append((context, text))
+    assert written
+    assert any(len((c + x).encode()) >= MAX_LENGTH for c, x in pairs)
+    scorer = Scorer.of_model(load_any(path), make_mesh(default_config().mesh), MAX_LENGTH - 1, 8)
+    lm = HybridLM(scorer)
+    got = lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
+    for (context, continuation), (ll, greedy) in zip(pairs, got):
+        want, want_greedy = hf_loglikelihood(hf, context, continuation, MAX_LENGTH)
+        assert abs(ll - want) <= TOL and greedy == want_greedy, (context, continuation, ll, want)
+    assert all(got[i][1] for i in written) and got[0] == (0.0, True)
+    assert lm.truncated == sum(len((c + x).encode()) + 1 > MAX_LENGTH for c, x in pairs)
+
+
+def test_errors_are_one_line(export, tmp_path):
+    _, path = export
+    (tmp_path / "offline.yaml").write_text("task: hj_offline\ndataset_path: nobody/no_such_dataset_xyz\n"
+                                           "output_type: loglikelihood\ntest_split: test\n"
+                                           "doc_to_text: '{{a}}'\ndoc_to_target: '{{b}}'\n")
+    cases = [
+        (["--ckpt", path, "--tasks", "hj_no_such_task", "--include_path", TASKS], "unknown task hj_no_such_task"),
+        (["--ckpt", path, "--tasks", "hj_offline", "--include_path", str(tmp_path)], "could not be loaded"),
+        (["--ckpt", str(tmp_path / "nope"), "--tasks", "hj_choice", "--include_path", TASKS], "no such checkpoint"),
+        (["--ckpt", path, "--tasks", "hj_choice", "--include_path", TASKS, "--limit", "0"], "--limit"),
+        (["--ckpt", path, "--tasks", "hj_choice", "--seed", "1,2"], "--seed"),
+    ]
+    for argv, fragment in cases:
+        rc, out, err = lm_eval(argv)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert rc == 2 and out == "" and len(lines) == 1 and fragment in lines[0], (argv, err[-1000:])
+
+
+@pytest.mark.slow  # a process of its own (imports jax, torch and lm_eval)
+def test_module_entry_point_reports_a_bad_checkpoint(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hybrid_jax.cli.lm_eval", "--ckpt", str(tmp_path / "nope"),
+                        "--tasks", "hj_choice", "--include_path", TASKS], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1].startswith("error:") and "no such checkpoint" in r.stderr
