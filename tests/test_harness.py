@@ -187,3 +187,52 @@ def test_module_entry_point_reports_a_bad_checkpoint(tmp_path):
                        timeout=300)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines()[-1].startswith("error:") and "no such checkpoint" in r.stderr
+
+
+def event_tags(logdir: str) -> set[str]:
+    """The scalar tags in the TensorBoard event files under `logdir` (TFRecord framing: length u64,
+    its crc u32, the record, its crc u32)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in glob.glob(os.path.join(logdir, "*")):
+        data = open(path, "rb").read()
+        at = 0
+        while at < len(data):
+            (n,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            at += 16 + n
+    return tags
+
+
+@pytest.mark.slow  # trains, then loads the checkpoint and compiles again (~45 s of one core)
+def test_training_hook_logs_harness_rows_equal_to_the_command(tmp_path):
+    """`eval.harness.*` during training: harness/<task>/<metric> rows in metrics.jsonl and TensorBoard,
+    equal to `lm-eval` on the checkpoint of that step (the run's context: data.seq_len + 1)."""
+    from train_helpers import tiny_config, write_corpus
+
+    from hybrid_jax.training import train
+    from hybrid_jax.training.metrics import read_metrics
+
+    import jax
+    cfg = tiny_config(write_corpus(tmp_path / "corpus", n_files=4, words=200), steps=2, mesh=(2, 1, 1))
+    cfg.eval.harness.update(tasks="hj_choice,hj_rolling", every=2, limit=3, include_path=TASKS)
+    workdir = str(tmp_path / "run")
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        train(cfg, workdir, devices=jax.devices()[:2])  # the command below shards over all 8
+    finally:
+        os.chdir(cwd)
+    (row,) = [r for r in read_metrics(workdir) if any(k.startswith("harness/") for k in r)]
+    assert row["step"] == 2 and {"harness/hj_choice/acc", "harness/hj_rolling/bits_per_byte"} <= set(row)
+    assert "harness/hj_rolling/bits_per_byte" in event_tags(os.path.join(workdir, "tb"))
+    rc, out, err = lm_eval(["--ckpt", workdir, "--include_path", TASKS, "--tasks", "hj_choice,hj_rolling",
+                            "--limit", "3", "--bootstrap_iters", "0", "--json"])
+    assert rc == 0, err[-2000:]
+    results = json.loads(out)["results"]
+    assert results["hj_choice"]["acc,none"] == row["harness/hj_choice/acc"]
+    assert abs(results["hj_rolling"]["bits_per_byte,none"] - row["harness/hj_rolling/bits_per_byte"]) <= 1e-5

@@ -91,7 +91,12 @@ def default_config() -> ml_collections.ConfigDict:
             # (counted from its first step, which compiles) into WORKDIR/profile; 0 steps = off
             profile_start=3, profile_steps=0,
         ),
-        eval=dict(every=200, batches=8, batch_size=8),
+        eval=dict(
+            every=200, batches=8, batch_size=8,
+            # lm-evaluation-harness tasks every `every` steps (0: off), logged as harness/<task>/<metric>:
+            # comma-separated task names, examples per task (0: all), a folder of task YAML files
+            harness=dict(tasks="", every=0, limit=0, include_path=""),
+        ),
         checkpoint=dict(every=100, keep=3, async_save=True),
     ))
 

@@ -131,6 +131,10 @@ DOMAINS: dict[str, Domain] = {
     "eval.every": integer(0),
     "eval.batches": integer(0),
     "eval.batch_size": integer(0),
+    "eval.harness.tasks": TEXT,
+    "eval.harness.every": integer(0),
+    "eval.harness.limit": integer(0),
+    "eval.harness.include_path": TEXT,
     "checkpoint.every": integer(1),
     "checkpoint.keep": integer(1),
     "checkpoint.async_save": BOOL,
@@ -224,6 +228,9 @@ def validate(cfg) -> None:
     _need(not cfg.eval.every or (cfg.eval.batches >= 1 and cfg.eval.batch_size >= 1),
           f"eval.every={cfg.eval.every} needs eval.batches and eval.batch_size >= 1 (eval.every=0 turns "
           "evaluation off)")
+    h = cfg.eval.harness
+    _need(not h.every or bool(h.tasks.strip(" ,")),
+          f"eval.harness.every={h.every} needs eval.harness.tasks (eval.harness.every=0 turns it off)")
     if "coconut" in cfg:
         _need(cfg.model.vocab_size >= 263, "a coconut run needs model.vocab_size >= 263 (<bot>, <eot>, "
                                            f"<latent>), got {cfg.model.vocab_size}")

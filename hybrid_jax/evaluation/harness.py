@@ -53,6 +53,11 @@ class HybridLM(LM):
         self.requests = 0
         self._generator_model = None
 
+    def new_parameters(self, params) -> None:
+        """Score (and generate) with `params` from now on (a training run's latest), compiled code kept."""
+        self.scorer.params = params
+        self._generator_model = None
+
     def get_model_info(self) -> dict:
         """Added to the results' config by lm_eval."""
         return {"model_context_bytes": self.scorer.max_inputs + 1, "loglikelihood_requests": self.requests,

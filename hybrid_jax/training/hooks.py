@@ -1,5 +1,5 @@
-"""What the training loop does around every step: signals, profiling, logging, evaluation and
-checkpoints, one `Hook` each (called in that order)."""
+"""What the training loop does around every step: signals, profiling, logging, evaluation (held-out
+bits per byte, lm-evaluation-harness tasks) and checkpoints, one `Hook` each (called in that order)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,39 @@ class EvalHook(Hook):
             run.record(done, row, self.writer)
 
 
+class HarnessHook(Hook):
+    """lm-evaluation-harness tasks (`eval.harness.*`) every `eval.harness.every` steps and at the last
+    step, on the model being trained, logged as `harness/<task>/<metric>` rows. Every process runs
+    the same requests (each batch sharded over the mesh); process 0 writes them."""
+
+    def __init__(self, run: Run, metrics: MetricsHook):
+        self.writer = metrics.writer
+        self.lm = self.manager = None
+        h = run.cfg.eval.harness
+        self.names = [t.strip() for t in h.tasks.split(",") if t.strip()]
+        if h.every:  # an unknown task or a dataset out of reach stops the run before its first step
+            from hybrid_jax.evaluation import harness
+            self.manager = harness.task_manager(self.names, h.include_path or None)
+            harness.load_tasks(self.manager, self.names)
+
+    def after_step(self, run: Run, done: int, state: dict, metrics: dict, batch) -> None:
+        h = run.cfg.eval.harness
+        if not h.every or not (done % h.every == 0 or run.is_last(done)):
+            return
+        from hybrid_jax.evaluation import harness
+        from hybrid_jax.evaluation.scoring import Scorer
+
+        if self.lm is None:  # one Scorer for the run: its compiled forwards take the parameters as input
+            mesh = jax.tree.leaves(state["params"])[0].sharding.mesh
+            scorer = Scorer(run.cfg.model, state["params"], mesh, run.cfg.data.seq_len,
+                            max(run.cfg.eval.batch_size, 8))
+            self.lm = harness.HybridLM(scorer, seed=run.cfg.seed)
+        self.lm.new_parameters(state["params"])
+        results = harness.evaluate_tasks(self.lm, self.names, h.include_path or None, limit=h.limit or None,
+                                         bootstrap_iters=0, manager=self.manager)
+        run.record(done, harness.metric_rows(results), self.writer)
+
+
 class CheckpointHook(Hook):
     """Save every `checkpoint.every` steps (Orbax decides), and always at the last step or on a stop.
 
@@ -189,6 +222,7 @@ class CheckpointHook(Hook):
 
 
 def default_hooks(run: Run, mngr) -> list[Hook]:
-    """Signals, profiling, metrics, evaluation, checkpoints: the order they are called in."""
+    """Signals, profiling, metrics, evaluation, harness tasks, checkpoints: the order they are called in."""
     metrics = MetricsHook(run)
-    return [SignalHook(run), ProfileHook(run), metrics, EvalHook(metrics), CheckpointHook(mngr)]
+    return [SignalHook(run), ProfileHook(run), metrics, EvalHook(metrics), HarnessHook(run, metrics),
+            CheckpointHook(mngr)]

@@ -134,5 +134,12 @@ def read_metrics(workdir: str) -> list[dict]:
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     latest = {}
     for row in rows:  # a resumed run logs again the steps after its checkpoint: the later row wins
-        latest[(row["step"], "eval_bpb" in row)] = row
-    return sorted(latest.values(), key=lambda r: (r["step"], "eval_bpb" in r))
+        latest[(row["step"], row_kind(row))] = row
+    return sorted(latest.values(), key=lambda r: (r["step"], row_kind(r)))
+
+
+def row_kind(row: dict) -> int:
+    """0 for a training row, 1 for held-out metrics, 2 for lm-evaluation-harness results."""
+    if "eval_bpb" in row:
+        return 1
+    return 2 if any(k.startswith("harness/") for k in row) else 0
