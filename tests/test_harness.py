@@ -236,3 +236,46 @@ def test_training_hook_logs_harness_rows_equal_to_the_command(tmp_path):
     results = json.loads(out)["results"]
     assert results["hj_choice"]["acc,none"] == row["harness/hj_choice/acc"]
     assert abs(results["hj_rolling"]["bits_per_byte,none"] - row["harness/hj_rolling/bits_per_byte"]) <= 1e-5
+
+
+def samples_of(out_dir) -> dict:
+    """{task: [responses of each sample]} from lm-eval's samples_<task>_*.jsonl under `out_dir`."""
+    found = {}
+    for task in LOCAL:
+        (name,) = glob.glob(os.path.join(str(out_dir), "**", f"samples_{task}_*.jsonl"), recursive=True)
+        found[task] = [json.loads(line)["resps"] for line in open(name)]
+    return found
+
+
+@pytest.mark.slow  # two processes of 2 devices each, and one process of one device
+def test_two_processes_equal_one_process(export, tmp_path):
+    """Every process runs the same requests, each batch sharded over the 4 devices of both; process 0
+    alone prints (one JSON line: gloo's own lines go to stderr) and writes."""
+    _, path = export
+    args = ["--ckpt", path, "--include_path", TASKS, "--tasks", ",".join(LOCAL), "--max_length", str(MAX_LENGTH),
+            "--batch_size", "8", "--bootstrap_iters", "0", "--json", "--log_samples"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    two = subprocess.run([sys.executable, "-m", "hybrid_jax", "launch", "--command", "lm-eval", "--processes", "2",
+                          "--devices_per_process", "2", "--", *args, "--output_path", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "hybrid_jax", "lm-eval", *args, "--output_path", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert len(two.stdout.strip().splitlines()) == 1 and len(one.stdout.strip().splitlines()) == 1
+    a, b = samples_of(tmp_path / "two"), samples_of(tmp_path / "one")
+    for task in LOCAL:
+        flat_a = [x for resp in a[task] for x in np.ravel(resp)]
+        flat_b = [x for resp in b[task] for x in np.ravel(resp)]
+        assert len(flat_a) == len(flat_b) > 0
+        for x, y in zip(flat_a, flat_b):
+            try:  # log-likelihoods: the two shardings sum in other orders
+                assert abs(float(x) - float(y)) <= TOL, (task, x, y)
+            except ValueError:  # generated text and is_greedy flags
+                assert x == y, (task, x, y)
+    ra, rb = json.loads(two.stdout)["results"], json.loads(one.stdout)["results"]
+    for task in LOCAL:
+        for key, value in ra[task].items():
+            if isinstance(value, float):
+                assert abs(value - rb[task][key]) <= 1e-5 * max(1.0, abs(value)), (task, key)

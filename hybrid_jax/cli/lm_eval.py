@@ -13,6 +13,8 @@ Several processes: `hybrid-jax launch --command lm-eval --processes 2 -- --ckpt 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 from hybrid_jax.cli.parser import ArgumentParser
@@ -94,8 +96,39 @@ def model_context(ckpt: str, max_length: int) -> int:
     return context
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Everything written to stdout meanwhile goes to stderr: Python's prints and the C libraries' (gloo
+    announces its connections there), so that stdout holds the results alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    with stdout_to_stderr():
+        outcome = evaluate(args)
+    if outcome is None:  # not process 0
+        return 0
+    results, note = outcome
+    if args.json:
+        print(results_json(results))
+    else:
+        print(note, file=sys.stderr)
+        print(results_table(results))
+    return 0
+
+
+def evaluate(args):
+    """(results, a line about the run) on process 0, None on the others; writes --output_path."""
     from hybrid_jax.parallel import distributed
 
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -115,16 +148,21 @@ def main(argv: list[str]) -> int:
                                      args.gen_kwargs, args.log_samples, args.seeds, args.bootstrap_iters,
                                      manager=manager)
     if not distributed.is_main_process():
-        return 0
+        return None
     if args.output_path:
         harness.save_results(results, args.output_path, args.log_samples)
-    if args.json:
-        print(harness.results_json(results))
-    else:
-        print(f"{args.ckpt}: context {context} bytes, {lm.truncated} of {lm.requests} loglikelihood requests "
-              f"cut from the left", file=sys.stderr)
-        print(harness.results_table(results))
-    return 0
+    return results, (f"{args.ckpt}: context {context} bytes, {lm.truncated} of {lm.requests} loglikelihood "
+                     "requests cut from the left")
+
+
+def results_json(results) -> str:
+    from hybrid_jax.evaluation.harness import results_json as dumps
+    return dumps(results)
+
+
+def results_table(results) -> str:
+    from hybrid_jax.evaluation.harness import results_table as table
+    return table(results)
 
 
 if __name__ == "__main__":
