@@ -2,6 +2,8 @@
 `python -m benchmarks.bench generate --config configs/toy.py [--new_bytes 256] [--contexts 256,1024,4096]
 [--compare_hf] [--json]`
 `python -m benchmarks.bench attention --config configs/toy.py [--compare_hf] [--json]`
+`python -m benchmarks.bench harness [--ckpt runs/toy] [--json]` (lm-eval loglikelihood requests/s against a torch
+loop over Hugging Face BLT: `benchmarks/harness_bench.py`)
 
 attention: forward + backward time of each stack's causal self-attention at the config's batch and
 lengths (bytes for the local stacks, `num_slots` patches for the global one): hybrid_jax's blocked
@@ -51,7 +53,8 @@ def parse(argv):
     p = ArgumentParser(prog="python -m benchmarks.bench", description="Benchmarks: train step speed, cached "
                            "generation and attention, optionally against Hugging Face.",
                            example="python -m benchmarks.bench train --config configs/toy.py --compare_hf")
-    p.add_argument("command", choices=COMMANDS, help="what to time")
+    p.add_argument("command", choices=COMMANDS, help="what to time (also: harness, with its own options: "
+                                                     "`harness --help`)")
     p.add_config()
     p.add_argument("--steps", type=int, default=5, help="train: timed steps")
     p.add_argument("--warmup", type=int, default=2, help="train: untimed steps after compilation")
@@ -470,6 +473,9 @@ def main_attention(cfg, opts) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["harness"]:  # a checkpoint, not a config: its own options
+        from benchmarks import harness_bench
+        return harness_bench.main(argv[1:])
     command, cfg, opts = parse(argv)
     run = {"train": main_train, "generate": main_generate, "attention": main_attention}[command]
     result = run(cfg, opts)
