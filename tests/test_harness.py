@@ -81,7 +81,7 @@ def test_local_tasks_through_the_command_equal_hf(export, command_run):
     assert set(LOCAL) <= set(results["results"])
     info = results["config"]
     assert info["model_context_bytes"] == MAX_LENGTH and info["truncated_contexts"] >= 1
-    assert len({length for _, length in info["compiled_shapes"]}) <= 3  # buckets 16, 32, 47
+    assert len({length for _, length, _ in info["compiled_shapes"]}) <= 3  # buckets 16, 32, 47
     worst, greedy_seen = 0.0, set()
     for task in ("hj_choice", "hj_loglik"):
         for s in samples[task]:

@@ -138,7 +138,9 @@ def evaluate(args):
     from hybrid_jax.parallel.sharding import make_mesh
     from hybrid_jax.storage.loading import load_any, resolve_source
 
-    manager = harness.task_manager(args.task_list, args.include_path)  # an unknown task fails before loading
+    # An unknown task or an unreachable dataset fails before the model is loaded.
+    manager = harness.task_manager(args.task_list, args.include_path)
+    tasks = harness.load_tasks(manager, args.task_list)
     ckpt = resolve_source(args.ckpt)
     context = model_context(ckpt, args.max_length)
     model = load_any(ckpt)
@@ -146,7 +148,7 @@ def evaluate(args):
     lm = harness.HybridLM(scorer, seed=args.seeds[0] or 0)
     results = harness.evaluate_tasks(lm, args.task_list, args.include_path, args.num_fewshot, args.limit,
                                      args.gen_kwargs, args.log_samples, args.seeds, args.bootstrap_iters,
-                                     manager=manager)
+                                     manager=manager, tasks=tasks)
     if not distributed.is_main_process():
         return None
     if args.output_path:

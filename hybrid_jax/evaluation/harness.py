@@ -213,11 +213,12 @@ def load_tasks(manager: TaskManager, names: list[str]) -> list:
 def evaluate_tasks(lm: HybridLM, names: list[str], include_path: str | None = None, num_fewshot: int | None = None,
                    limit: float | None = None, gen_kwargs: str | None = None, log_samples: bool = False,
                    seeds: tuple = (0, 1234, 1234, 1234), bootstrap_iters: int = 100000,
-                   manager: TaskManager | None = None) -> dict:
+                   manager: TaskManager | None = None, tasks: list | None = None) -> dict:
     """lm_eval's results object (with "results", as in its `results_*.json`; "samples" too when
-    `log_samples`) of `names` (task names, groups or tags)."""
+    `log_samples`) of `names` (task names, groups or tags); `tasks`: their objects from `load_tasks`, if
+    loaded already (they are run once)."""
     manager = manager or task_manager(names, include_path)
-    tasks = load_tasks(manager, names)
+    tasks = tasks or load_tasks(manager, names)
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the command's (`--json`: one line)
         return simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
                                gen_kwargs=gen_kwargs or None, log_samples=log_samples,

@@ -3,9 +3,11 @@ backend (`hybrid_jax.evaluation.harness`), with no lm_eval in it.
 
 A request becomes one or more rows, each `(inputs, targets, scored)`: the ids the model reads, the id
 it should predict at each position, and which predictions count. Rows are sorted by length and padded
-to a few bucket lengths (powers of two, and the context itself) in batches of a fixed size, so that a
-whole evaluation compiles one forward per bucket. Patching is the full forward's over each row: the
-entropy model is causal, so a context's patches do not depend on what follows it.
+to a few bucket lengths (powers of two, and the context itself) in batches of a fixed size; the global
+transformer gets as many patch positions as the batch's longest row has patches, rounded up to a power
+of two, so that a whole evaluation compiles few forwards (one per length and patch bucket met).
+Patching is the full forward's over each row: the entropy model is causal, so a context's patches do
+not depend on what follows it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hybrid_jax import tokenizer
 from hybrid_jax.errors import ConfigError
 from hybrid_jax.evaluation.bpb import windows
 from hybrid_jax.model.params import assemble, model_template, model_with_params, param_tree
+from hybrid_jax.model.patching import num_slots
 from hybrid_jax.parallel.sharding import BATCH, batch_sharding, param_shardings
 
 MIN_BUCKET = 16
@@ -90,9 +93,11 @@ class Scorer:
         rows_per_call = int(np.prod([self.mesh.shape[a] for a in BATCH]))
         self.batch_size = -(-self.batch_size // rows_per_call) * rows_per_call
         graphdef, template = model_template(self.cfg)
-        self._forward = jax.jit(functools.partial(_score, graphdef, template),
-                                out_shardings=NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
-        self.shapes: set[tuple[int, int]] = set()  # (batch, length) compiled so far
+        replicated = NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self._patch = jax.jit(functools.partial(_patch, graphdef, template))
+        self._forward = jax.jit(functools.partial(_score, graphdef, template), static_argnames="slots",
+                                out_shardings=replicated)
+        self.shapes: set[tuple[int, int, int]] = set()  # (batch, length, patch slots) compiled so far
 
     @classmethod
     def of_model(cls, model, mesh, max_inputs: int, batch_size: int = 32) -> "Scorer":
@@ -135,8 +140,10 @@ class Scorer:
         sharding = batch_sharding(self.mesh)
         args = [jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
                 for a in (ids, targets)]
-        self.shapes.add((b, length))
-        lp, wrong = jax.device_get(self._forward(self.params, *args))
+        info, most = self._patch(self.params, args[0])
+        slots = min(bucket(int(most), length), num_slots(self.cfg.patching, length))
+        self.shapes.add((b, length, slots))
+        lp, wrong = jax.device_get(self._forward(self.params, args[0], info, args[1], slots=slots))
         lp = np.where(scored, lp.astype(np.float64), 0.0).sum(axis=1)
         return lp[:len(rows)], ~(wrong & scored).any(axis=1)[:len(rows)]
 
@@ -149,12 +156,18 @@ def _by_bucket(order: list[int], rows: list[Row], max_inputs: int):
     return sorted(groups.items(), reverse=True)
 
 
-def _score(graphdef, template, params, ids, targets):
+def _patch(graphdef, template, params, ids):
+    """(PatchInfo, the most patches of any row) of ids int32 `[batch, length]`."""
+    info = assemble(graphdef, template, params).patch(ids)
+    return info, info.starts.sum(axis=1).max()
+
+
+def _score(graphdef, template, params, ids, info, targets, slots: int):
     """(target log-probabilities float32 `[batch, length]`, argmax != target bool `[batch, length]`) for
-    ids int32 `[batch, length]` (right-padded: the forward is causal, so padding changes no real row). The
-    scored positions are summed on the host, in float64."""
-    model = assemble(graphdef, template, params)
-    logits = model(ids)
+    ids int32 `[batch, length]` (right-padded: the forward is causal, so padding changes no real row),
+    with `slots` patch positions: at least every row's patches, so the logits are the full forward's.
+    The scored positions are summed on the host, in float64."""
+    logits = assemble(graphdef, template, params).forward_patches(ids, info, slots=slots)
     logp = jax.nn.log_softmax(logits, axis=-1)
     lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     return lp, jnp.argmax(logits, axis=-1) != targets

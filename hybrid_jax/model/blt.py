@@ -65,15 +65,20 @@ class BLT(nnx.Module):
         starts = patching.compute_starts(self.config.patching, ids, entropies)
         return patching.info_from_starts(starts, entropies)
 
-    def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo, latent_passes: int = 0) -> jax.Array:
+    def forward_patches(self, ids: jax.Array, patches: patching.PatchInfo, latent_passes: int = 0,
+                        slots: int | None = None) -> jax.Array:
         """Logits float32 `[batch, length, vocab]` for given patches.
+
+        `slots` (static): the global transformer's patch positions, by default the most a row of this
+        length can have (`patching.num_slots`); fewer give the same logits while every row has at most
+        that many patches (the global transformer is causal over patches), for less work.
 
         `latent_passes` > 0 (static) runs the global transformer that many times, feeding each
         `<latent>` patch the output at the patch before it (continuous thoughts, see
         `hybrid_jax.model.latent`); exact for up to `latent_passes - 1` latents per row. 0 = one plain
         pass, where `<latent>` patches keep their encoder output (pause tokens).
         """
-        slots = patching.num_slots(self.config.patching, ids.shape[1])
+        slots = slots or patching.num_slots(self.config.patching, ids.shape[1])
         byte_states, patch_embeds = self.local_encoder(ids, patches.ids, slots)
         if latent_passes:
             is_latent = latent.latent_patches(ids, patches.ids, slots)
