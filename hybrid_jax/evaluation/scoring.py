@@ -26,7 +26,7 @@ from hybrid_jax import tokenizer
 from hybrid_jax.errors import ConfigError
 from hybrid_jax.evaluation.bpb import windows
 from hybrid_jax.model.params import assemble, model_template, model_with_params, param_tree
-from hybrid_jax.model.patching import num_slots
+from hybrid_jax.model.patching import info_from_starts, num_slots
 from hybrid_jax.parallel.sharding import BATCH, batch_sharding, param_shardings
 
 MIN_BUCKET = 16
@@ -134,13 +134,14 @@ class Scorer:
         ids = np.zeros((b, length), np.int32)
         targets = np.zeros((b, length), np.int32)
         scored = np.zeros((b, length), bool)
+        valid = np.zeros((b, length), bool)
         for r, row in enumerate(rows):
             n = len(row.inputs)
-            ids[r, :n], targets[r, :n], scored[r, :n] = row.inputs, row.targets, row.scored
+            ids[r, :n], targets[r, :n], scored[r, :n], valid[r, :n] = row.inputs, row.targets, row.scored, True
         sharding = batch_sharding(self.mesh)
         args = [jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
-                for a in (ids, targets)]
-        info, most = self._patch(self.params, args[0])
+                for a in (ids, targets, valid)]
+        info, most = self._patch(self.params, args[0], args[2])
         slots = min(bucket(int(most), length), num_slots(self.cfg.patching, length))
         self.shapes.add((b, length, slots))
         lp, wrong = jax.device_get(self._forward(self.params, args[0], info, args[1], slots=slots))
@@ -156,10 +157,15 @@ def _by_bucket(order: list[int], rows: list[Row], max_inputs: int):
     return sorted(groups.items(), reverse=True)
 
 
-def _patch(graphdef, template, params, ids):
-    """(PatchInfo, the most patches of any row) of ids int32 `[batch, length]`."""
+def _patch(graphdef, template, params, ids, valid):
+    """(PatchInfo, the most patches of any row) of ids int32 `[batch, length]` whose first `valid` (bool
+    `[batch, length]`) positions are real. No patch begins in the padding after the slot of the next
+    byte: it joins the patch before it, which no real byte reads (a byte reads the patch before the
+    one of the byte after it), so the patch count, and the slots needed, stay the row's own."""
     info = assemble(graphdef, template, params).patch(ids)
-    return info, info.starts.sum(axis=1).max()
+    n = valid.sum(axis=1, keepdims=True)
+    starts = info.starts & (jnp.arange(info.starts.shape[1])[None, :] <= n)
+    return info_from_starts(starts, info.entropies), starts.sum(axis=1).max()
 
 
 def _score(graphdef, template, params, ids, info, targets, slots: int):
