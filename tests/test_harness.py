@@ -173,6 +173,7 @@ def test_errors_are_one_line(export, tmp_path):
         (["--ckpt", str(tmp_path / "nope"), "--tasks", "hj_choice", "--include_path", TASKS], "no such checkpoint"),
         (["--ckpt", path, "--tasks", "hj_choice", "--include_path", TASKS, "--limit", "0"], "--limit"),
         (["--ckpt", path, "--tasks", "hj_choice", "--seed", "1,2"], "--seed"),
+        (["--ckpt", path, "--tasks", "hj_choice", "--output_path", str(tmp_path / "offline.yaml")], "--output_path"),
     ]
     for argv, fragment in cases:
         rc, out, err = lm_eval(argv)

@@ -63,6 +63,9 @@ def parse(argv):
         raise ValueError(f"--limit must be > 0, got {args.limit:g}")
     if args.log_samples and not args.output_path:
         raise ValueError("--log_samples needs --output_path")
+    if args.output_path and not args.output_path.endswith(".json") and os.path.exists(args.output_path) \
+            and not os.path.isdir(args.output_path):
+        raise ValueError(f"--output_path {args.output_path}: a file that is not a directory or a .json path")
     args.limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     args.seeds = parse_seeds(args.seed)
     args.task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]

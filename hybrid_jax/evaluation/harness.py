@@ -230,9 +230,16 @@ def save_results(results: dict, output_path: str, log_samples: bool) -> None:
     """lm_eval's own files under `output_path`: results_<date>.json, and samples_<task>_<date>.jsonl."""
     from lm_eval.loggers import EvaluationTracker
 
+    import glob
+    import os
+
     tracker = EvaluationTracker(output_path=output_path)
     samples = results.get("samples") if log_samples else None
     tracker.save_results_aggregated(results={k: v for k, v in results.items() if k != "samples"}, samples=samples)
+    # lm_eval logs a failed write as a warning and goes on: a missing file is our error to report.
+    where = os.path.dirname(output_path) if output_path.endswith(".json") else output_path
+    if not glob.glob(os.path.join(glob.escape(where), "**", f"*{tracker.date_id}.json"), recursive=True):
+        raise OSError(f"--output_path {output_path}: lm-eval could not write its results there")
     for task in (results["configs"] if log_samples else []):
         tracker.save_results_samples(task_name=task, samples=samples[task])
 
