@@ -24,9 +24,9 @@ DEFAULT_SEEDS = (0, 1234, 1234, 1234)
 
 def parse(argv):
     p = ArgumentParser(prog="hybrid-jax lm-eval",
-                       description="lm-evaluation-harness tasks on a BLT checkpoint (lm_eval's flag names).",
-                       example="HF_DATASETS_OFFLINE=1 hybrid-jax lm-eval --ckpt runs/toy --tasks arc_easy,piqa "
-                               "--limit 100")
+                       description="lm-evaluation-harness tasks on a BLT checkpoint (lm_eval's flag names). "
+                                   "Offline, with HF_DATASETS_OFFLINE=1, only datasets already cached load.",
+                       example="hybrid-jax lm-eval --ckpt runs/toy --tasks arc_easy,piqa --limit 100")
     p.add_argument("--ckpt", required=True,
                    help="workdir (WORKDIR@STEP: one step), checkpoints/<step> dir, HF BLT dir or Hub id "
                         "org/name[@revision]")
