@@ -489,6 +489,17 @@ def test_windows_score_every_byte_once():
     assert targets.tolist() == stream[1:].tolist()
 
 
+@pytest.mark.parametrize("n", [2, 5, 9, 10, 11, 23])
+def test_the_last_window_reads_a_full_window_of_context(n):
+    """Longer than one window: the last window ends at the stream's end (no padding), so its first
+    scored byte reads as much left context as a window holds."""
+    stream = np.arange(1, n + 1, dtype=np.int32)
+    batch, mask = windows(stream, 4)
+    assert batch[:, 1:][mask > 0].tolist() == stream[1:].tolist()
+    if n > 5:
+        assert batch[-1].tolist() == stream[-5:].tolist() and mask[-1, -1] == 1
+
+
 @pytest.mark.slow  # test_convert_cli covers the conversion
 def test_training_checkpoints_convert_to_hf(eight_device_run, tmp_path, capsys):
     from hybrid_jax.cli.convert import main as convert_main
