@@ -99,9 +99,9 @@ class HybridLM(LM):
         for members in groups.values():
             until, max_gen, sampling = generation_settings(requests[members[0]].args[1])
             prompts = [fit_prompt(requests[i].args[0], self.scorer.max_inputs + 1 - max_gen) for i in members]
-            b = self.scorer.batch_size
+            b = min(self.scorer.batch_size, 1 << (len(members) - 1).bit_length())  # a few requests: a small batch
             for start in range(0, len(members), b):
-                chunk = prompts[start:start + b]
+                chunk = prompts[start:start + b]  # the last padded by repeating a prompt: one compiled shape
                 texts = self._generate(chunk + [chunk[-1]] * (b - len(chunk)), until, max_gen, sampling)
                 for i, text in zip(members[start:start + b], texts):
                     out[i] = text
