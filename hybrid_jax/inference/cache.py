@@ -100,14 +100,16 @@ def attend_heads_major(q: jax.Array, keys: tuple, values: tuple, mask: jax.Array
     return out.reshape(b, t, h * d)
 
 
-def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin):
+def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin, deferred: bool = False):
     """`SelfAttention` on new positions: x `[batch, t, d]` at pos `[batch, t]` (-1 = padding) sees the
-    cache and the chunk itself, causally. -> (`[batch, t, d]`, updated cache)."""
+    cache and the chunk itself, causally. -> (`[batch, t, d]`, updated cache), or with `deferred` the
+    new (k, v) `[batch, t, kv_heads, head_dim]` instead of the cache, for `write` after a branch
+    (a cache returned through `lax.cond` is copied: a branch should only read it)."""
     b, t, _ = x.shape
     q = apply_rope(attn.q_proj(x).reshape(b, t, attn.heads, attn.head_dim), cos, sin)
     k, v = attn.project_kv(x, cos, sin)
-    new = write(cache, k, v, pos)
-    if t == 1:
+    new = (k, v) if deferred else write(cache, k, v, pos)
+    if t == 1 and not deferred:
         # One new position: write first, then read the ring (the slot it overwrites is outside the
         # window). Reading before writing would make XLA copy the cache at every step.
         keys, values, key_pos = (new.k,), (new.v,), new.pos
@@ -119,18 +121,26 @@ def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin):
     return attn.o_proj(attend_heads_major(q, keys, values, mask)), new
 
 
-def layer_step(layer, stack, x, pos, cache: KVCache, cos, sin):
-    """One `TransformerLayer` on new positions -> (x `[batch, t, d]`, updated cache)."""
-    a, cache = self_attention(layer.self_attn, layer.input_layernorm(x), pos, stack.window, cache, cos, sin)
+def layer_step(layer, stack, x, pos, cache: KVCache, cos, sin, deferred: bool = False):
+    """One `TransformerLayer` on new positions -> (x `[batch, t, d]`, updated cache or, `deferred`, its
+    new (k, v))."""
+    a, cache = self_attention(layer.self_attn, layer.input_layernorm(x), pos, stack.window, cache, cos, sin,
+                              deferred)
     x = x + a
     return x + layer.mlp(layer.post_attention_layernorm(x)), cache
 
 
-def run_stack(layers, stack, x: jax.Array, pos: jax.Array, caches):
-    """The layers of `stack` on x `[batch, t, d]` at pos `[batch, t]` -> (x, updated caches)."""
+def run_stack(layers, stack, x: jax.Array, pos: jax.Array, caches, deferred: bool = False):
+    """The layers of `stack` on x `[batch, t, d]` at pos `[batch, t]` -> (x, updated caches), or with
+    `deferred` (x, each layer's new (k, v)) for `write_stack`."""
     cos, sin = stack_rope(stack, pos)
     new = []
     for layer, cache in zip(layers, caches):
-        x, cache = layer_step(layer, stack, x, pos, cache, cos, sin)
+        x, cache = layer_step(layer, stack, x, pos, cache, cos, sin, deferred)
         new.append(cache)
     return x, tuple(new)
+
+
+def write_stack(caches, kvs, pos: jax.Array) -> tuple[KVCache, ...]:
+    """`write` each layer's new (k, v) from `run_stack(..., deferred=True)` at pos `[batch, t]`."""
+    return tuple(write(c, k, v, pos) for c, (k, v) in zip(caches, kvs))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from hybrid_jax import tokenizer
-from hybrid_jax.inference.cache import KVCache, empty_caches, layer_step, run_stack
+from hybrid_jax.inference.cache import KVCache, empty_caches, layer_step, run_stack, write_stack
 from hybrid_jax.model import patching
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
@@ -90,24 +90,29 @@ def _encode_bytes(model, state: State, ids, pos, valid):
 
 
 def _entropies(model, state: State, ids, pos):
-    """Next-byte entropies `[batch, t]` from the entropy model, and its caches."""
+    """Next-byte entropies `[batch, t]` from the entropy model, and each layer's new (k, v)."""
     em = model.entropy_model
-    x, caches = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy)
+    x, kvs = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy, deferred=True)
     logits = em.lm_head(em.norm(x)).astype(jnp.float32)
-    return patching.entropies_from_logits(logits), caches
+    return patching.entropies_from_logits(logits), kvs
 
 
 def _entropies_unless_capped(model, state: State, ids, pos):
-    """`_entropies`, skipped at run time (zeros, caches unchanged) when every row has begun
-    `max_patches` patches: no entropy can begin another one, and the rules read no older entropy."""
+    """`_entropies` and the updated caches; skipped at run time (zeros, caches unchanged) when every
+    row has begun `max_patches` patches: no entropy can begin another one then, and the rules read
+    no older entropy. -> (entropies, caches, whether the model ran)"""
     cap = model.config.patching.max_patches
     if not cap:
-        return _entropies(model, state, ids, pos) + (jnp.ones((), bool),)
+        entropies, kvs = _entropies(model, state, ids, pos)
+        return entropies, write_stack(state.entropy, kvs, pos), jnp.ones((), bool)
 
     def skip(_):
-        return jnp.zeros(ids.shape, jnp.float32), state.entropy
-    capped = jnp.all(state.carry.count >= cap)
-    return jax.lax.cond(capped, skip, lambda _: _entropies(model, state, ids, pos), None) + (~capped,)
+        b, t = ids.shape
+        kvs = tuple((jnp.zeros((b, t) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.entropy)
+        return jnp.zeros(ids.shape, jnp.float32), kvs
+    ran = ~jnp.all(state.carry.count >= cap)
+    entropies, kvs = jax.lax.cond(ran, lambda _: _entropies(model, state, ids, pos), skip, None)
+    return entropies, write_stack(state.entropy, kvs, jnp.where(ran, pos, -1)), ran
 
 
 RECENT = 32  # a closing patch this long or shorter is pooled from a slice of the buffers, not all of them
@@ -150,7 +155,7 @@ def _patch_embeddings(model, bufs: ByteBuffers, first, slots: int):
 def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
     """Encode and run one global step for patches `closed + i` (i < slots) at gpos `[batch, slots]`
     (-1 = not closing), after feeding a chunk of t bytes. -> (global states `[batch, slots, d_global]`,
-    global caches).
+    each global layer's new (k, v) for `write_stack`).
 
     Feeding a short chunk, patches that began at most RECENT bytes before it are pooled from the
     buffers' last RECENT + t - 1 entries, so the cost does not grow with context. `thought` bool `[batch]`: patch `closed` is a `<latent>`
@@ -173,12 +178,12 @@ def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
     if thought is not None:
         first = (jnp.arange(slots) == 0)[None, :, None]
         x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
-    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_)
+    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_, deferred=True)
 
 
-def _decode_bytes(model, state: State, x, byte_globals, pos):
+def _decode_bytes(model, state: State, x, byte_globals, pos, deferred: bool = False):
     """Local decoder + head: x `[batch, t, d_local]`, each byte's patch state `[batch, t, d_global]`
-    -> (logits float32 `[batch, t, vocab]`, decoder caches)."""
+    -> (logits float32 `[batch, t, vocab]`, decoder caches, or with `deferred` each layer's new (k, v))."""
     dec = model.local_decoder
     b, t, d = x.shape
     keys = dec.patch_embedding_projection(byte_globals).reshape(b, t * dec.k, d)
@@ -188,7 +193,7 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     for i, layer in enumerate(dec.layers):
         if i == 0 or dec.stack.cross_attn_all_layers:
             x = x + dec.cross_attn_layers[i].own_keys(x, keys, own, dec.k)
-        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin)
+        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin, deferred)
         caches.append(cache)
     logits = model.lm_head(dec.norm(x)).astype(jnp.float32)
     return logits, tuple(caches)
@@ -210,6 +215,16 @@ def _redecode_before(model, state: State, redo, ended, first_pos) -> State:
         pick = lambda new, old: jnp.where(redo.reshape(-1, *([1] * (old.ndim - 1))), new, old)
         return jax.tree.map(pick, caches, state.decoder)
     return state._replace(decoder=jax.lax.cond(jnp.any(redo), again, lambda _: state.decoder, None))
+
+
+class Drafted(NamedTuple):
+    """What a draft already computed for a chunk (`speculate.draft`): the encoder's work is exact
+    (it reads no patch), the decoder's is exact where every byte read the latest closed patch."""
+    x: jax.Array                   # [batch, t, d_local]: encoder output
+    encoder: tuple[KVCache, ...]   # the caches with the chunk written
+    history: jax.Array
+    logits: jax.Array              # float32 [batch, t, vocab]
+    decoder_kv: tuple              # each decoder layer's (k, v) `[batch, t, kv_heads, head_dim]`
 
 
 class FeedInfo(NamedTuple):
@@ -244,12 +259,17 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
 
 
 def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
-              thoughts: bool = False):
-    """`feed`, also returning its `FeedInfo`: (logits, state, info)."""
+              thoughts: bool = False, drafted: Drafted | None = None):
+    """`feed`, also returning its `FeedInfo`: (logits, state, info). `drafted`: the encoder's work on
+    these bytes, and the decoder's, reused unless some byte reads a patch closed here (or a byte
+    before the chunk is redecoded); its decoder entries must not be in `state`'s caches."""
     cfg = model.config
     b, t = ids.shape
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
-    x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
+    if drafted is None:
+        x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
+    else:
+        x, enc_caches, history = drafted.x, drafted.encoder, drafted.history
     entropies, ent_caches, ran_entropy = None, state.entropy, jnp.zeros((), bool)
     if cfg.patching.mode == "entropy":
         entropies, ent_caches, ran_entropy = _entropies_unless_capped(model, state, ids, pos)
@@ -283,13 +303,15 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
         return _close_patches(model, state, closed, gpos, t, thought)
 
     def skip(_):
-        return jnp.zeros((b, slots, cfg.global_transformer.d_model), state.last_global.dtype), state.global_
+        kvs = tuple((jnp.zeros((b, slots) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.global_)
+        return jnp.zeros((b, slots, cfg.global_transformer.d_model), state.last_global.dtype), kvs
 
     ran_global = jnp.any(n_new > 0)
     if always_close:
-        new_globals, global_caches = close(None)
+        new_globals, kvs = close(None)
     else:
-        new_globals, global_caches = jax.lax.cond(ran_global, close, skip, None)
+        new_globals, kvs = jax.lax.cond(ran_global, close, skip, None)
+    global_caches = write_stack(state.global_, kvs, gpos)
 
     def reading(reads):
         idx = reads - closed[:, None]
@@ -302,13 +324,20 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
     latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, slots - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
     specials = cfg.vocab_size > tokenizer.BOT_ID
+    stale = jnp.any(valid & (reads >= closed[:, None]))  # a byte reads a patch closed in this chunk
     if specials or not cfg.patching.include_next_token:
         redo, ended = forced, new_globals[:, 0]
         if not cfg.patching.include_next_token:
             late = state.carry.pending & (state.pos > 0) & valid[:, 0]
             redo, ended = redo | late, jnp.where(late[:, None], state.last_global, ended)
         state = _redecode_before(model, state, redo, ended, pos[:, 0])
-    logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+        stale = stale | jnp.any(redo)
+    if drafted is None:
+        logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+    else:
+        logits, kvs = jax.lax.cond(stale, lambda _: _decode_bytes(model, state, x, byte_globals, pos, True),
+                                   lambda _: (drafted.logits, drafted.decoder_kv), None)
+        dec_caches = write_stack(state.decoder, kvs, pos)
     open_start = jnp.where(forced, pos[:, 0], state.open_start)
     open_start = jnp.maximum(open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
     state = state._replace(pos=state.pos + valid.sum(axis=1, dtype=jnp.int32), history=history, carry=carry,

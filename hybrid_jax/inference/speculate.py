@@ -37,36 +37,44 @@ class Verified(NamedTuple):
 
 
 def draft(model, state: incremental.State, first: jax.Array, valid: jax.Array, k: int):
-    """Draft k - 1 bytes after `first` int32 `[batch]` with the local encoder and decoder.
+    """Draft after `first` int32 `[batch]` with the local encoder and decoder alone, k steps.
 
     valid bool `[batch, k]`: positions that may be written. -> (chunk int32 `[batch, k]`: first, then
-    the drafts; the encoder and decoder caches, with the drafted positions still in them)."""
+    k - 1 drafts; `incremental.Drafted` for the chunk). The caches keep the drafted positions."""
     cfg = model.config
     specials = jnp.arange(cfg.vocab_size) >= tokenizer.BOT_ID
     glob = state.last_global[:, None, :]
 
-    def step(carry, xs):
-        j, ok = xs
-        history, enc, dec, byte = carry
+    def step(carry, ok):
+        history, enc, dec, byte, at = carry
         st = state._replace(history=history, encoder=enc, decoder=dec)
         ok = ok[:, None]
-        pos = jnp.where(ok, state.pos[:, None] + j, -1)
+        pos = jnp.where(ok, at[:, None], -1)
         x, enc, history = incremental._encode_bytes(model, st, byte[:, None], pos, ok)
         logits, dec = incremental._decode_bytes(model, st._replace(encoder=enc), x, glob, pos)
-        logits = jnp.where(specials, -jnp.inf, logits[:, 0])
-        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return (history, enc, dec, nxt), nxt
+        nxt = jnp.argmax(jnp.where(specials, -jnp.inf, logits[:, 0]), axis=-1).astype(jnp.int32)
+        return (history, enc, dec, nxt, at + 1), (byte, x[:, 0], logits[:, 0])
 
-    carry = (state.history, state.encoder, state.decoder, first)
-    (_, enc, dec, _), drafts = jax.lax.scan(step, carry, (jnp.arange(k - 1), valid.T[:k - 1]))
-    return jnp.concatenate([first[:, None], drafts.T], axis=1), enc, dec
+    carry = (state.history, state.encoder, state.decoder, first, state.pos)
+    (history, enc, dec, _, _), (chunk, x, logits) = jax.lax.scan(step, carry, valid.T)
+    pos = state.pos[:, None] + jnp.arange(k)[None, :]
+    kv = tuple(_entries(c, pos) for c in dec)
+    return chunk.T, dec, incremental.Drafted(x.swapaxes(0, 1), enc, history, logits.swapaxes(0, 1), kv)
 
 
-def verify(model, state: incremental.State, chunk, valid) -> Verified:
+def _entries(cache, pos):
+    """The (k, v) `[batch, t, kv_heads, head_dim]` a cache holds for positions pos `[batch, t]`."""
+    slot = pos % cache.pos.shape[1]
+    k = jnp.take_along_axis(cache.k, slot[:, None, :, None], axis=2).swapaxes(1, 2)
+    v = jnp.take_along_axis(cache.v, slot[:, None, None, :], axis=3).transpose(0, 3, 1, 2)
+    return k, v
+
+
+def verify(model, state: incremental.State, chunk, valid, drafted=None) -> Verified:
     """All four levels over the chunk `[batch, k]` in one pass, from `state` (whose caches must hold
-    no position at or after `state.pos`)."""
+    no position at or after `state.pos`), reusing what the draft computed exactly."""
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(chunk.shape[1])[None, :], -1)
-    logits, after, info = incremental.feed_info(model, state, chunk, valid, always_close=False)
+    logits, after, info = incremental.feed_info(model, state, chunk, valid, always_close=False, drafted=drafted)
     return Verified(logits, after, info, pos)
 
 
@@ -148,9 +156,9 @@ def round_(model, state: incremental.State, logits, done, room, k: int, max_len:
     `[batch]`, next logits, new state, FeedInfo of the verification)."""
     first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     valid = (~done[:, None]) & (state.pos[:, None] + jnp.arange(k)[None, :] < max_len)
-    chunk, enc, dec = draft(model, state, first, valid, k)
-    clean = state._replace(encoder=truncate(enc, state.pos), decoder=truncate(dec, state.pos))
-    v = verify(model, clean, chunk, valid)
+    chunk, dec, drafted = draft(model, state, first, valid, k)
+    clean = state._replace(decoder=truncate(dec, state.pos))
+    v = verify(model, clean, chunk, valid, drafted)
     ok = trusted(model, v, valid)
     n = accepted(v, chunk, valid, ok, room, stop_at_eos)
     new_logits, after = roll_back(model, clean, v, chunk, n, ok)
