@@ -90,13 +90,15 @@ def test_eos_inside_a_round_and_coconut_thoughts():
     (specials in the vocab, a special-aware patcher), thoughts in the prompt: the same bytes."""
     model = coconut_model()
     kw = dict(latent_steps=2, thoughts=True)
-    first = gen.run(model, ["Is a b?"], 12, stop_at_eos=False, **kw).ids[0]
+    prompts = ["Is a b?", "Is c d or e?"]
+    first = gen.run(model, prompts, 12, **kw).ids[0]  # the same shapes as below: compiled once
+    assert len(first) == 12
     stop = next(i for i in range(3, 12) if first[i] not in first[:i] and first[i] >= tokenizer.OFFSET)
     head = model.lm_head.kernel
     w = np.array(head.get_value())
     w[:, [first[stop], tokenizer.EOS_ID]] = w[:, [tokenizer.EOS_ID, first[stop]]]
     head.set_value(jnp.asarray(w))
-    plain, spec = same_as_plain(model, ["Is a b?", "Is c d or e?"], 8, new=12, **kw)
+    plain, spec = same_as_plain(model, prompts, 8, new=12, **kw)
     assert spec.ids[0] == first[:stop]
     assert spec.stats["accepted"] > 0
 

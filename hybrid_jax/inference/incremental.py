@@ -259,10 +259,12 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
 
 
 def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
-              thoughts: bool = False, drafted: Drafted | None = None):
+              thoughts: bool = False, drafted: Drafted | None = None, max_closing: int = 0):
     """`feed`, also returning its `FeedInfo`: (logits, state, info). `drafted`: the encoder's work on
     these bytes, and the decoder's, reused unless some byte reads a patch closed here (or a byte
-    before the chunk is redecoded); its decoder entries must not be in `state`'s caches."""
+    before the chunk is redecoded); its decoder entries must not be in `state`'s caches.
+    `max_closing` > 0 runs the global transformer on that many closing patches at most: the state
+    and the logits of bytes after a further patch closes are then wrong (speculation keeps none)."""
     cfg = model.config
     b, t = ids.shape
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
@@ -293,6 +295,8 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
 
     # A special id can also close the patch before it (see `next_starts`): one more slot.
     slots = t + (1 if cfg.vocab_size > tokenizer.BOT_ID else 0)
+    if max_closing:
+        slots = min(slots, max_closing)
     i = jnp.arange(slots)[None, :]
     gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
     thought = None

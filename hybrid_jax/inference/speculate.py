@@ -3,11 +3,14 @@ plain greedy's.
 
 One round per row: the next byte d0 is greedy's (the exact logits are in hand); the local encoder and
 decoder alone draft d1..d(k-1) after it, each byte reading the latest closed patch's global state (no
-entropy model, no global transformer); then `incremental.feed_info` runs all four levels over the k
-bytes in one pass, and bytes are accepted up to the first draft that differs from the argmax of the
-verified logits. The state is then rolled back to the accepted bytes exactly: ring caches have k
-spare slots (`cache.cache_size`), so withdrawing positions is a matter of marking their slots empty,
-and the patching carry is recomputed from the verified entropies.
+entropy model, no global transformer); then `incremental.feed_info` verifies the k bytes in one pass
+over all four levels, and bytes are accepted up to the first draft that differs from the argmax of
+the verified logits. The verification reuses the draft's encoder work (the encoder reads no patch)
+and, unless a byte reads a patch closed inside the chunk, its decoder work, which is then exact too;
+so within a patch it costs one entropy-model pass over the chunk. The state is then rolled back to
+the accepted bytes exactly: ring caches have k spare slots (`cache.cache_size`), so withdrawing
+positions is a matter of marking their slots empty, and the patching carry is recomputed from the
+verified entropies.
 
 Exactness details: drafts never propose a special id (a special begins a patch at itself, which
 would change the verified logits of the byte before it); without `include_next_token` a verified byte
@@ -40,7 +43,8 @@ def draft(model, state: incremental.State, first: jax.Array, valid: jax.Array, k
     """Draft after `first` int32 `[batch]` with the local encoder and decoder alone, k steps.
 
     valid bool `[batch, k]`: positions that may be written. -> (chunk int32 `[batch, k]`: first, then
-    k - 1 drafts; `incremental.Drafted` for the chunk). The caches keep the drafted positions."""
+    k - 1 drafts; the decoder caches; `incremental.Drafted` for the chunk). The caches keep the
+    drafted positions."""
     cfg = model.config
     specials = jnp.arange(cfg.vocab_size) >= tokenizer.BOT_ID
     glob = state.last_global[:, None, :]
@@ -70,11 +74,21 @@ def _entries(cache, pos):
     return k, v
 
 
+def closing_slots(k: int) -> int:
+    """Patches one verification runs through the global transformer: the chunk's bytes after more
+    patches closed are not kept. At least 2 (a special first byte can close one patch and its own),
+    so the first byte is always kept; a quarter of the chunk, as patches are rarely that short
+    where drafts pay."""
+    return max(2, k // 4)
+
+
 def verify(model, state: incremental.State, chunk, valid, drafted=None) -> Verified:
     """All four levels over the chunk `[batch, k]` in one pass, from `state` (whose caches must hold
-    no position at or after `state.pos`), reusing what the draft computed exactly."""
+    no position at or after `state.pos`), reusing what the draft computed exactly; the global
+    transformer runs on `closing_slots` patches."""
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(chunk.shape[1])[None, :], -1)
-    logits, after, info = incremental.feed_info(model, state, chunk, valid, always_close=False, drafted=drafted)
+    logits, after, info = incremental.feed_info(model, state, chunk, valid, always_close=False, drafted=drafted,
+                                                max_closing=closing_slots(chunk.shape[1]))
     return Verified(logits, after, info, pos)
 
 
@@ -88,13 +102,15 @@ def trusted(model, v: Verified, valid) -> jax.Array:
     return ~(v.info.starts_next & (v.pos >= 1)) | last
 
 
-def accepted(v: Verified, chunk, valid, ok, room, stop_at_eos: bool):
+def accepted(v: Verified, chunk, valid, ok, room, stop_at_eos: bool, forced):
     """Bytes of the chunk to keep per row, int32 `[batch]` (0 where nothing was fed): the first, then
-    each draft while it equals the verified argmax of a `trusted` byte (ok), at most `room` `[batch]`,
-    through the first EOS."""
+    each draft while it equals the verified argmax of a `trusted` byte (ok) and closes no patch past
+    `closing_slots` (forced `[batch]`: the first byte closed one), at most `room` `[batch]`, through
+    the first EOS."""
     k = chunk.shape[1]
     greedy = jnp.argmax(v.logits, axis=-1).astype(jnp.int32)
-    match = (chunk[:, 1:] == greedy[:, :-1]) & ok[:, :-1] & valid[:, 1:]
+    closes = forced.astype(jnp.int32)[:, None] + jnp.cumsum(v.info.starts_next.astype(jnp.int32), axis=1)
+    match = (chunk[:, 1:] == greedy[:, :-1]) & ok[:, :-1] & valid[:, 1:] & (closes[:, 1:] <= closing_slots(k))
     n = 1 + jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
     if stop_at_eos:
         eos = jnp.where(chunk == tokenizer.EOS_ID, jnp.arange(k)[None, :], k)
@@ -160,7 +176,9 @@ def round_(model, state: incremental.State, logits, done, room, k: int, max_len:
     clean = state._replace(decoder=truncate(dec, state.pos))
     v = verify(model, clean, chunk, valid, drafted)
     ok = trusted(model, v, valid)
-    n = accepted(v, chunk, valid, ok, room, stop_at_eos)
+    forced = patching.next_starts(model.config.patching, chunk[:, :1], None if v.info.entropies is None else
+                                  v.info.entropies[:, :1], v.pos[:, :1], valid[:, :1], state.carry)[1]
+    n = accepted(v, chunk, valid, ok, room, stop_at_eos, forced)
     new_logits, after = roll_back(model, clean, v, chunk, n, ok)
     new_logits = jnp.where((n > 0)[:, None], new_logits, logits)
     return chunk, n, new_logits, after, v.info
