@@ -158,9 +158,9 @@ def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
     each global layer's new (k, v) for `write_stack`).
 
     Feeding a short chunk, patches that began at most RECENT bytes before it are pooled from the
-    buffers' last RECENT + t - 1 entries, so the cost does not grow with context. `thought` bool `[batch]`: patch `closed` is a `<latent>`
-    whose global input is the latest closed patch's global output (a continuous thought, as
-    `hybrid_jax.model.latent`).
+    buffers' last RECENT + t - 1 entries, so the cost does not grow with context. `thought` bool
+    `[batch]`: patch `closed` is a `<latent>` whose global input is the latest closed patch's global
+    output (a continuous thought, as `hybrid_jax.model.latent`).
     """
     bufs = _buffers(state)
     slots = gpos.shape[1]
