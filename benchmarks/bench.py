@@ -1,6 +1,6 @@
 """`python -m benchmarks.bench train --config configs/toy.py [--config.x=y ...] [--compare_hf [--hf_first]] [--json]`
 `python -m benchmarks.bench generate --config configs/toy.py [--new_bytes 256] [--contexts 256,1024,4096]
-[--compare_hf] [--json]`
+[--batch B] [--speculate K] [--bounds] [--compare_hf] [--json]`
 `python -m benchmarks.bench attention --config configs/toy.py [--compare_hf] [--json]`
 `python -m benchmarks.bench harness [--ckpt runs/toy] [--json]` (lm-eval loglikelihood requests/s against a torch
 loop over Hugging Face BLT: `benchmarks/harness_bench.py`)
@@ -13,7 +13,12 @@ lengths (bytes for the local stacks, `num_slots` patches for the global one): hy
 generate: new bytes/s of cached generation (random-init weights of the config or `--ckpt`, greedy, EOS treated as
 a byte so every run makes exactly `--new_bytes`) after prompts of each context length, and with
 `--compare_hf` Hugging Face `generate(use_cache=False)` (its cache fails on custom configs) at the
-first context; the ratio compares end-to-end times (prefill + decode, compile excluded).
+first context; the ratio compares end-to-end times (prefill + decode, compile excluded). Each row
+also counts per byte position: model passes, entropy-model and global-transformer runs; with
+`--speculate K` (self-speculative greedy, the same bytes) the acceptance rate of drafted bytes and the
+mean bytes kept per row and round. `--bounds` measures this machine's memory bandwidth and matmul
+rate and prints, per row, the ms/byte that reading the weights and KV caches, or doing the FLOPs, of
+a plain step would take at best (`benchmarks/decode_bounds.py`).
 
 train:
 Steady-state train-step speed: compile time, step time (median of `--steps` timed steps after
@@ -62,6 +67,8 @@ def parse(argv):
     p.add_argument("--contexts", default="256,1024,4096", help="generate: prompt lengths in bytes, comma-separated")
     p.add_argument("--batch", type=int, default=1, help="generate: prompts per batch")
     p.add_argument("--ckpt", default="", help="generate: weights from this workdir / HF dir instead of random init")
+    p.add_argument("--speculate", type=int, default=0, help="generate: self-speculative rounds of up to K bytes")
+    p.add_argument("--bounds", action="store_true", help="generate: also the memory and compute bounds per byte")
     p.add_argument("--compare_hf", action="store_true", help="also time Hugging Face BltForCausalLM (torch)")
     p.add_argument("--hf_first", action="store_true", help="train --compare_hf: run all of HF's steps first, in a "
                    "process that exits before JAX starts (for a model that does not fit one GPU twice; no step pairs)")
@@ -302,17 +309,35 @@ def prompt_text(n: int) -> str:
     return (text * (n // len(text) + 1))[:n]
 
 
-def bench_generate_jax(model, contexts, new_bytes: int, batch: int) -> list[dict]:
+def bench_generate_jax(model, contexts, new_bytes: int, batch: int, speculate: int = 0) -> list[dict]:
     from hybrid_jax.inference.generate import run
     rows = []
     for c in contexts:
-        res = run(model, [prompt_text(c)] * batch, new_bytes, stop_at_eos=False)
-        n = batch * new_bytes
+        res = run(model, [prompt_text(c)] * batch, new_bytes, stop_at_eos=False, speculate=speculate)
+        n, s = batch * new_bytes, res.stats
         rows.append({"context": c, "new_bytes": n, "bytes_per_sec": n / res.decode_s,
                      "end_to_end_bytes_per_sec": n / (res.prefill_s + res.decode_s),
-                     "ms_per_step": 1e3 * res.decode_s / new_bytes, "prefill_s": res.prefill_s,
-                     "compile_s": res.compile_s, "avg_patch_len": float(np.mean(res.avg_patch_len))})
+                     "ms_per_step": 1e3 * res.decode_s / new_bytes, "ms_per_byte": 1e3 * res.decode_s / n,
+                     "prefill_s": res.prefill_s, "compile_s": res.compile_s,
+                     "avg_patch_len": float(np.mean(res.avg_patch_len)), "speculate": speculate,
+                     "passes_per_byte": s["passes"] / new_bytes,
+                     "entropy_runs_per_byte": s["entropy_runs"] / new_bytes,
+                     "global_runs_per_byte": s["global_runs"] / new_bytes,
+                     "acceptance": s["accepted"] / s["drafted"] if s["drafted"] else None,
+                     "mean_kept": s["kept"] / max(s["row_rounds"], 1)})
     return rows
+
+
+def add_bounds(model, rows: list[dict], batch: int) -> dict:
+    """Measure this machine's bandwidth and matmul rate; add each row's bounds (`decode_bounds`) for a
+    plain step with the row's share of entropy-model and global runs per step."""
+    from benchmarks import decode_bounds as db
+    machine = db.measure()
+    for r in rows:
+        per_pass = r["passes_per_byte"]  # a pass (step or round) runs each model at most once
+        r["bounds"] = db.bounds(model, r["context"], batch, min(1.0, r["entropy_runs_per_byte"] / per_pass),
+                                min(1.0, r["global_runs_per_byte"] / per_pass), machine)
+    return machine
 
 
 def bench_generate_hf(model, context: int, new_bytes: int, batch: int) -> dict:
@@ -346,15 +371,29 @@ def main_generate(cfg, opts) -> dict:
     model = load_any(opts.ckpt) if opts.ckpt else BLT(cfg.model, nnx.Rngs(cfg.seed))
     result = {"config": {"dtype": model.config.dtype, "patching": model.config.patching.mode, "batch": opts.batch,
                          "device": jax.devices()[0].device_kind},
-              "jax": bench_generate_jax(model, opts.contexts, opts.new_bytes, opts.batch)}
+              "jax": bench_generate_jax(model, opts.contexts, opts.new_bytes, opts.batch, opts.speculate)}
+    if opts.bounds:
+        result["machine"] = add_bounds(model, result["jax"], opts.batch)
     if opts.compare_hf:
         result["hf"] = bench_generate_hf(model, opts.contexts[0], opts.new_bytes, opts.batch)
         result["ratio"] = result["jax"][0]["end_to_end_bytes_per_sec"] / result["hf"]["bytes_per_sec"]
     if not opts.json:
         for r in result["jax"]:
             print(f"hybrid_jax context {r['context']}: {r['bytes_per_sec']:,.0f} new bytes/s "
-                  f"({r['ms_per_step']:.2f} ms/byte; prefill {r['prefill_s']:.2f} s, "
+                  f"({r['ms_per_byte']:.3f} ms/byte, {r['ms_per_step']:.3f} ms/step; prefill {r['prefill_s']:.2f} s, "
                   f"compile {r['compile_s']:.1f} s, {r['avg_patch_len']:.2f} bytes/patch)")
+            acc = (f", acceptance {r['acceptance']:.2f}, {r['mean_kept']:.2f} bytes kept per round"
+                   if r["acceptance"] is not None else "")
+            print(f"  per byte: {r['passes_per_byte']:.3f} passes, {r['entropy_runs_per_byte']:.3f} entropy-model "
+                  f"runs, {r['global_runs_per_byte']:.3f} global-transformer runs{acc}")
+            if "bounds" in r:
+                b, m = r["bounds"], result["machine"]
+                cache = (f", {b['cache_bound_ms_per_byte']:.4f} from cache at {m['cache_bandwidth_gb_s']:.0f} GB/s"
+                         if b["cache_bound_ms_per_byte"] is not None else "")
+                print(f"  bounds of a plain step: memory {b['memory_bound_ms_per_byte']:.4f} ms/byte at "
+                      f"{m['bandwidth_gb_s']:.1f} GB/s{cache} ({b['weight_mb_per_step']:.1f} MB weights + "
+                      f"{b['kv_mb_per_step']:.1f} MB KV per step); compute {b['compute_bound_ms_per_byte']:.4f} "
+                      f"ms/byte at {m['matmul_gflop_s']:.0f} GFLOP/s ({b['gflop_per_step']:.3f} GFLOP per step)")
         if "hf" in result:
             h = result["hf"]
             print(f"Hugging Face generate (no cache, torch {h['torch']}, {h['threads']} threads) context "

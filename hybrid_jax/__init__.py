@@ -23,12 +23,13 @@ def load(source: str):
 
 
 def generate(model, prompts, max_new_bytes: int = 128, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int = 0):
+             top_p: float | None = None, seed: int = 0, speculate: int = 0):
     """What `model` writes after each prompt, up to EOS or `max_new_bytes` bytes: a str for a str prompt,
-    a list for a list of prompts (one batch). Greedy by default; `temperature` > 0 samples."""
+    a list for a list of prompts (one batch). Greedy by default; `temperature` > 0 samples; `speculate=K`
+    (greedy) decodes in self-speculative rounds of up to K bytes, with the same result."""
     from hybrid_jax.inference.generate import generate as generate_texts
 
     single = isinstance(prompts, str)
     texts = generate_texts(model, [prompts] if single else list(prompts), max_new_bytes, temperature, top_k,
-                           top_p, seed)
+                           top_p, seed, speculate)
     return texts[0] if single else texts

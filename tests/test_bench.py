@@ -13,11 +13,11 @@ pytestmark = pytest.mark.slow  # benchmark smoke runs (they compile and time the
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def bench_json(capsys, command, *args):
-    """The JSON object `bench COMMAND --config configs/tiny.py ARGS --compare_hf --json` prints (stdout
+def bench_json(capsys, command, *args, compare_hf: bool = True):
+    """The JSON object `bench COMMAND --config configs/tiny.py ARGS [--compare_hf] --json` prints (stdout
     holds nothing else), and stderr."""
     rc = cli.run(bench.main, [command, "--config", os.path.join(ROOT, "configs", "tiny.py"), *args,
-                              "--compare_hf", "--json"])
+                              *(["--compare_hf"] if compare_hf else []), "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     return json.loads(out), err
@@ -176,3 +176,14 @@ def test_patching_study_prints_the_table(tmp_path, capsys):
     for mode in ("space", "entropy (online)"):  # paired with static by seed: the difference of the two
         paired = float(rows[mode][6].split(" ± ")[0])
         assert abs(paired - (float(rows[mode][5]) - float(rows["static"][5]))) <= 1.5e-4
+
+
+def test_bench_generate_speculate_counts_and_bounds(capsys):
+    result, _ = bench_json(capsys, "generate", "--new_bytes", "8", "--contexts", "16", "--speculate", "4",
+                           "--bounds", compare_hf=False)
+    row = result["jax"][0]
+    assert row["speculate"] == 4 and 0 <= row["acceptance"] <= 1 and 1 <= row["mean_kept"] <= 4
+    assert 0 < row["passes_per_byte"] <= 1 and 0 <= row["global_runs_per_byte"] <= row["passes_per_byte"]
+    assert result["machine"]["bandwidth_gb_s"] > 0 and result["machine"]["matmul_gflop_s"] > 0
+    b = row["bounds"]
+    assert 0 < b["memory_bound_ms_per_byte"] and 0 < b["compute_bound_ms_per_byte"] and b["weight_mb_per_step"] > 0

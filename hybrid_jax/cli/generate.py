@@ -3,6 +3,7 @@
     python -m hybrid_jax generate --ckpt runs/toy --prompt "def main(" --max_new_bytes 200
     python -m hybrid_jax generate --ckpt hf_dir --prompt_file p.txt --temperature 0.8 --top_p 0.9 --stream
     python -m hybrid_jax generate --ckpt runs/toy --prompt a --prompt b --max_new_bytes 64 --json
+    python -m hybrid_jax generate --ckpt runs/toy --prompt "def main(" --speculate 8   # same bytes, fewer passes
     python -m hybrid_jax generate --ckpt org/blt-model@main --prompt "Once"    # a Hugging Face Hub id
 """
 
@@ -15,7 +16,7 @@ import sys
 from hybrid_jax import tokenizer
 from hybrid_jax.cli.parser import ArgumentParser
 from hybrid_jax.errors import ConfigError
-from hybrid_jax.inference.generate import run
+from hybrid_jax.inference.generate import check_speculate, run
 from hybrid_jax.inference.sampling import Sampling
 
 
@@ -49,9 +50,13 @@ def parse(argv):
     p.add_argument("--latent_steps", type=int, default=0,
                    help="Coconut models: continuous thoughts after <bot>, before <eot> (0 = none)")
     p.add_argument("--pause", action="store_true", help="with --latent_steps: <latent> without feedback")
+    p.add_argument("--speculate", type=int, default=0,
+                   help="greedy only: self-speculative rounds of up to K bytes (the local decoder drafts, one "
+                        "pass verifies; the same bytes as without). 0 = off")
     p.add_argument("--stream", action="store_true", help="print bytes as they are generated")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
     args = p.parse_args(argv)
+    check_speculate(args.speculate, Sampling(temperature=args.temperature))
     prompts = list(args.prompt)
     if args.prompt_file:
         try:
@@ -85,7 +90,7 @@ def main(argv: list[str]) -> int:
             sys.stdout.write(stream.feed(ids))
             sys.stdout.flush()
     res = run(model, prompts, fv.max_new_bytes, sampling, fv.seed, context, on_bytes,
-              latent_steps=fv.latent_steps, thoughts=not fv.pause)
+              latent_steps=fv.latent_steps, thoughts=not fv.pause, speculate=fv.speculate)
     for i, text in enumerate(res.texts):
         n = len(res.ids[i])
         if fv.json:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from hybrid_jax import tokenizer
-from hybrid_jax.inference.cache import KVCache, empty_caches, layer_step, run_stack
+from hybrid_jax.inference.cache import KVCache, empty_caches, layer_step, run_stack, write_stack
 from hybrid_jax.model import patching
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
@@ -46,8 +46,9 @@ class State(NamedTuple):
     decoder: tuple[KVCache, ...]
 
 
-def init_state(model, batch: int, max_len: int) -> State:
-    """Empty state for up to `max_len` bytes per row."""
+def init_state(model, batch: int, max_len: int, slack: int = 0) -> State:
+    """Empty state for up to `max_len` bytes per row; ring caches get `slack` extra slots (speculative
+    decoding writes chunks of up to `slack` positions that it may withdraw, `cache.truncate`)."""
     cfg = model.config
     dtype = dtype_of(cfg.dtype)
     enc, glob = cfg.local_encoder, cfg.global_transformer
@@ -63,10 +64,10 @@ def init_state(model, batch: int, max_len: int) -> State:
         enc_out=jnp.zeros((batch, max_len, enc.d_model), dtype),
         cross_k=jnp.zeros(kv_shape, dtype), cross_v=jnp.zeros(kv_shape, dtype),
         last_global=jnp.zeros((batch, glob.d_model), dtype),
-        entropy=empty_caches(cfg.entropy_model, batch, max_len, dtype) if uses_entropy else (),
-        encoder=empty_caches(enc, batch, max_len, dtype),
-        global_=empty_caches(glob, batch, patching.num_slots(cfg.patching, max_len), dtype),
-        decoder=empty_caches(cfg.local_decoder, batch, max_len, dtype))
+        entropy=empty_caches(cfg.entropy_model, batch, max_len, dtype, slack) if uses_entropy else (),
+        encoder=empty_caches(enc, batch, max_len, dtype, slack),
+        global_=empty_caches(glob, batch, patching.num_slots(cfg.patching, max_len), dtype, slack + 1),
+        decoder=empty_caches(cfg.local_decoder, batch, max_len, dtype, slack))
 
 
 def _put(buffer: jax.Array, values: jax.Array, pos: jax.Array) -> jax.Array:
@@ -89,11 +90,29 @@ def _encode_bytes(model, state: State, ids, pos, valid):
 
 
 def _entropies(model, state: State, ids, pos):
-    """Next-byte entropies `[batch, t]` from the entropy model, and its caches."""
+    """Next-byte entropies `[batch, t]` from the entropy model, and each layer's new (k, v)."""
     em = model.entropy_model
-    x, caches = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy)
+    x, kvs = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy, deferred=True)
     logits = em.lm_head(em.norm(x)).astype(jnp.float32)
-    return patching.entropies_from_logits(logits), caches
+    return patching.entropies_from_logits(logits), kvs
+
+
+def _entropies_unless_capped(model, state: State, ids, pos):
+    """`_entropies` and the updated caches; skipped at run time (zeros, caches unchanged) when every
+    row has begun `max_patches` patches: no entropy can begin another one then, and the rules read
+    no older entropy. -> (entropies, caches, whether the model ran)"""
+    cap = model.config.patching.max_patches
+    if not cap:
+        entropies, kvs = _entropies(model, state, ids, pos)
+        return entropies, write_stack(state.entropy, kvs, pos), jnp.ones((), bool)
+
+    def skip(_):
+        b, t = ids.shape
+        kvs = tuple((jnp.zeros((b, t) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.entropy)
+        return jnp.zeros(ids.shape, jnp.float32), kvs
+    ran = ~jnp.all(state.carry.count >= cap)
+    entropies, kvs = jax.lax.cond(ran, lambda _: _entropies(model, state, ids, pos), skip, None)
+    return entropies, write_stack(state.entropy, kvs, jnp.where(ran, pos, -1)), ran
 
 
 RECENT = 32  # a closing patch this long or shorter is pooled from a slice of the buffers, not all of them
@@ -133,21 +152,25 @@ def _patch_embeddings(model, bufs: ByteBuffers, first, slots: int):
     return patches.reshape(b, slots, -1)
 
 
-def _close_patches(model, state: State, closed, gpos, slots: int, thought=None):
+def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
     """Encode and run one global step for patches `closed + i` (i < slots) at gpos `[batch, slots]`
-    (-1 = not closing). -> (global states `[batch, slots, d_global]`, global caches).
+    (-1 = not closing), after feeding a chunk of t bytes. -> (global states `[batch, slots, d_global]`,
+    each global layer's new (k, v) for `write_stack`).
 
-    Feeding one byte, a patch of at most RECENT bytes is pooled from the buffers' last RECENT entries,
-    so the cost does not grow with context. `thought` bool `[batch]`: patch `closed` is a `<latent>`
-    whose global input is the latest closed patch's global output (a continuous thought, as
-    `hybrid_jax.model.latent`).
+    Feeding a short chunk, patches that began at most RECENT bytes before it are pooled from the
+    buffers' last RECENT + t - 1 entries, so the cost does not grow with context. `thought` bool
+    `[batch]`: patch `closed` is a `<latent>` whose global input is the latest closed patch's global
+    output (a continuous thought, as `hybrid_jax.model.latent`).
     """
     bufs = _buffers(state)
-    if slots == 1 and RECENT < bufs.byte_patch.shape[1]:
-        end = state.pos + 1
-        fits = jnp.all((gpos[:, 0] < 0) | (end - state.open_start <= RECENT))
-        patches = jax.lax.cond(fits, lambda: _patch_embeddings(model, _recent(bufs, end, RECENT), closed, 1),
-                               lambda: _patch_embeddings(model, bufs, closed, 1))
+    slots = gpos.shape[1]
+    size = RECENT + t - 1
+    if size < bufs.byte_patch.shape[1]:
+        # The patches closing here begin at open_start or later and end before the chunk's end.
+        end = state.pos + t
+        fits = jnp.all((gpos[:, 0] < 0) | (end - state.open_start <= size))
+        patches = jax.lax.cond(fits, lambda: _patch_embeddings(model, _recent(bufs, end, size), closed, slots),
+                               lambda: _patch_embeddings(model, bufs, closed, slots))
     else:
         patches = _patch_embeddings(model, bufs, closed, slots)
     glob = model.global_transformer
@@ -155,12 +178,12 @@ def _close_patches(model, state: State, closed, gpos, slots: int, thought=None):
     if thought is not None:
         first = (jnp.arange(slots) == 0)[None, :, None]
         x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
-    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_)
+    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_, deferred=True)
 
 
-def _decode_bytes(model, state: State, x, byte_globals, pos):
+def _decode_bytes(model, state: State, x, byte_globals, pos, deferred: bool = False):
     """Local decoder + head: x `[batch, t, d_local]`, each byte's patch state `[batch, t, d_global]`
-    -> (logits float32 `[batch, t, vocab]`, decoder caches)."""
+    -> (logits float32 `[batch, t, vocab]`, decoder caches, or with `deferred` each layer's new (k, v))."""
     dec = model.local_decoder
     b, t, d = x.shape
     keys = dec.patch_embedding_projection(byte_globals).reshape(b, t * dec.k, d)
@@ -170,7 +193,7 @@ def _decode_bytes(model, state: State, x, byte_globals, pos):
     for i, layer in enumerate(dec.layers):
         if i == 0 or dec.stack.cross_attn_all_layers:
             x = x + dec.cross_attn_layers[i].own_keys(x, keys, own, dec.k)
-        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin)
+        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin, deferred)
         caches.append(cache)
     logits = model.lm_head(dec.norm(x)).astype(jnp.float32)
     return logits, tuple(caches)
@@ -194,6 +217,33 @@ def _redecode_before(model, state: State, redo, ended, first_pos) -> State:
     return state._replace(decoder=jax.lax.cond(jnp.any(redo), again, lambda _: state.decoder, None))
 
 
+class Drafted(NamedTuple):
+    """What a draft already computed for a chunk (`speculate.draft`): the encoder's work is exact
+    (it reads no patch), the decoder's is exact where every byte read the latest closed patch."""
+    x: jax.Array                   # [batch, t, d_local]: encoder output
+    encoder: tuple[KVCache, ...]   # the caches with the chunk written
+    history: jax.Array
+    logits: jax.Array              # float32 [batch, t, vocab]
+    decoder_kv: tuple              # each decoder layer's (k, v) `[batch, t, kv_heads, head_dim]`
+
+
+class FeedInfo(NamedTuple):
+    """What `feed_info` saw besides the logits (speculative decoding verifies and rolls back with it).
+
+    entropies float32 `[batch, t]` (None unless entropy patching; zeros where the entropy model was
+    skipped), starts_next bool `[batch, t]` (see `patching.next_starts`), new_globals `[batch, slots,
+    d_global]`: global states of the patches this chunk closed, in order; last_globals `[batch, t,
+    d_global]` (None with `include_next_token`): the patch state each byte reads when it is the
+    sequence's last; ran_entropy, ran_global bool `[]`: whether those models ran.
+    """
+    entropies: jax.Array | None
+    starts_next: jax.Array
+    new_globals: jax.Array
+    last_globals: jax.Array | None
+    ran_entropy: jax.Array
+    ran_global: jax.Array
+
+
 def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
          thoughts: bool = False):
     """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
@@ -204,13 +254,27 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     the first byte of a chunk, right after a closed patch (after `<bot>` or another `<latent>`), the
     previous global output (Coconut mode); otherwise `<latent>` is an ordinary patch (pause mode).
     """
+    logits, state, _ = feed_info(model, state, ids, valid, always_close, thoughts)
+    return logits, state
+
+
+def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
+              thoughts: bool = False, drafted: Drafted | None = None, max_closing: int = 0):
+    """`feed`, also returning its `FeedInfo`: (logits, state, info). `drafted`: the encoder's work on
+    these bytes, and the decoder's, reused unless some byte reads a patch closed here (or a byte
+    before the chunk is redecoded); its decoder entries must not be in `state`'s caches.
+    `max_closing` > 0 runs the global transformer on that many closing patches at most: the state
+    and the logits of bytes after a further patch closes are then wrong (speculation keeps none)."""
     cfg = model.config
     b, t = ids.shape
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
-    x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
-    entropies, ent_caches = None, state.entropy
+    if drafted is None:
+        x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
+    else:
+        x, enc_caches, history = drafted.x, drafted.encoder, drafted.history
+    entropies, ent_caches, ran_entropy = None, state.entropy, jnp.zeros((), bool)
     if cfg.patching.mode == "entropy":
-        entropies, ent_caches = _entropies(model, state, ids, pos)
+        entropies, ent_caches, ran_entropy = _entropies_unless_capped(model, state, ids, pos)
     starts_next, forced, carry = patching.next_starts(cfg.patching, ids, entropies, pos, valid, state.carry)
     # Patch of each new byte, and the patch whose global state it reads (the one before byte t+1's).
     before = jnp.cumsum(starts_next.astype(jnp.int32), axis=1) - starts_next
@@ -231,6 +295,8 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
 
     # A special id can also close the patch before it (see `next_starts`): one more slot.
     slots = t + (1 if cfg.vocab_size > tokenizer.BOT_ID else 0)
+    if max_closing:
+        slots = min(slots, max_closing)
     i = jnp.arange(slots)[None, :]
     gpos = jnp.where(i < n_new[:, None], closed[:, None] + i, -1)
     thought = None
@@ -238,32 +304,48 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
         thought = (ids[:, 0] == tokenizer.LATENT_ID) & valid[:, 0] & ~forced
 
     def close(_):
-        return _close_patches(model, state, closed, gpos, slots, thought)
+        return _close_patches(model, state, closed, gpos, t, thought)
 
     def skip(_):
-        return jnp.zeros((b, slots, cfg.global_transformer.d_model), state.last_global.dtype), state.global_
+        kvs = tuple((jnp.zeros((b, slots) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.global_)
+        return jnp.zeros((b, slots, cfg.global_transformer.d_model), state.last_global.dtype), kvs
 
+    ran_global = jnp.any(n_new > 0)
     if always_close:
-        new_globals, global_caches = close(None)
+        new_globals, kvs = close(None)
     else:
-        new_globals, global_caches = jax.lax.cond(jnp.any(n_new > 0), close, skip, None)
-    idx = reads - closed[:, None]
-    picked = jnp.take_along_axis(new_globals, jnp.clip(idx, 0, slots - 1)[:, :, None], axis=1)
-    byte_globals = jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
+        new_globals, kvs = jax.lax.cond(ran_global, close, skip, None)
+    global_caches = write_stack(state.global_, kvs, gpos)
+
+    def reading(reads):
+        idx = reads - closed[:, None]
+        picked = jnp.take_along_axis(new_globals, jnp.clip(idx, 0, slots - 1)[:, :, None], axis=1)
+        return jnp.where((idx >= 0)[:, :, None], picked, state.last_global[:, None, :])
+    byte_globals = reading(reads)
+    last_globals = None
+    if not cfg.patching.include_next_token:
+        last_globals = reading(byte_patch + (starts_next & (pos < 1)) - 1)
     latest = jnp.take_along_axis(new_globals, jnp.clip(n_new - 1, 0, slots - 1)[:, None, None], axis=1)[:, 0]
     last_global = jnp.where((n_new > 0)[:, None], latest, state.last_global)
     specials = cfg.vocab_size > tokenizer.BOT_ID
+    stale = jnp.any(valid & (reads >= closed[:, None]))  # a byte reads a patch closed in this chunk
     if specials or not cfg.patching.include_next_token:
         redo, ended = forced, new_globals[:, 0]
         if not cfg.patching.include_next_token:
             late = state.carry.pending & (state.pos > 0) & valid[:, 0]
             redo, ended = redo | late, jnp.where(late[:, None], state.last_global, ended)
         state = _redecode_before(model, state, redo, ended, pos[:, 0])
-    logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+        stale = stale | jnp.any(redo)
+    if drafted is None:
+        logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+    else:
+        logits, kvs = jax.lax.cond(stale, lambda _: _decode_bytes(model, state, x, byte_globals, pos, True),
+                                   lambda _: (drafted.logits, drafted.decoder_kv), None)
+        dec_caches = write_stack(state.decoder, kvs, pos)
     open_start = jnp.where(forced, pos[:, 0], state.open_start)
     open_start = jnp.maximum(open_start, jnp.max(jnp.where(starts_next, pos + 1, -1), axis=1))
     state = state._replace(pos=state.pos + valid.sum(axis=1, dtype=jnp.int32), history=history, carry=carry,
                            open_start=open_start,
                            last_global=last_global, entropy=ent_caches, encoder=enc_caches,
                            global_=global_caches, decoder=dec_caches)
-    return logits, state
+    return logits, state, FeedInfo(entropies, starts_next, new_globals, last_globals, ran_entropy, ran_global)
