@@ -71,7 +71,8 @@ def make_data(args) -> dict[str, str]:
 def run_config(args, paths: dict, mode: str, seed: int):
     from hybrid_jax.config import apply_override, load_config
     cfg = load_config(os.path.join(ROOT, TASKS[args.task][0]))
-    cfg.data.train, cfg.data.eval = paths["train"], paths["valid"]
+    # No validation inside training: the study scores the test files once, at the end.
+    cfg.data.train, cfg.data.eval = paths["train"], ""
     cfg.coconut.mode, cfg.seed = mode, seed
     cfg.mesh.update(data=1, fsdp=1)
     cfg.checkpoint.update(every=10 ** 9, keep=1, async_save=False)

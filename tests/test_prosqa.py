@@ -72,7 +72,7 @@ def check_chain(ex):
     nxt = dict(ex["edges"])
     assert len(nxt) == len(ex["edges"])  # one edge out of a node: chains, no branches
     facts = ex["question"].rsplit(" ?", 1)[0].split(" ")
-    assert sorted(facts) == sorted(u + v for u, v in ex["edges"])
+    assert sorted(facts) == sorted(u + v.upper() for u, v in ex["edges"])
     assert ex["question"].endswith(f" ?{ex['root']}")
     node, walked = ex["root"], []
     while node in nxt:

@@ -38,9 +38,9 @@ def parser() -> ArgumentParser:
     p.add_argument("--micro", action="store_true", help="short names, 2 hops, 6-8 nodes (CPU learning runs)")
     p.add_argument("--nano", action="store_true",
                    help="12 fixed concept words, 4 people, 2 hops (CPU learning runs and the CI test)")
-    p.add_argument("--hops", default="2-4", help="chains: hops of train, valid and test (N or LOW-HIGH)")
-    p.add_argument("--ood_hops", default="5-6", help="chains: hops of test_ood (N or LOW-HIGH)")
-    p.add_argument("--chains", type=int, default=3, help="chains: chains per question (chance is 1 / this)")
+    p.add_argument("--hops", default="2-3", help="chains: hops of train, valid and test (N or LOW-HIGH)")
+    p.add_argument("--ood_hops", default="4-5", help="chains: hops of test_ood (N or LOW-HIGH)")
+    p.add_argument("--chains", type=int, default=2, help="chains: chains per question (chance is 1 / this)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     return p
 
