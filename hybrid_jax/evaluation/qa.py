@@ -37,10 +37,11 @@ def write_answers(model, examples: list[dict], thoughts: list[int], mode: str, m
     return out
 
 
-def answer_accuracy(model, examples: list[dict], cc, mode: str, stage: int, latent_steps: int | None = None,
-                    batch_size: int = 16, max_new: int = 128) -> dict:
-    """{"accuracy", "n", "mode", "avg_latents"} over `examples`; thoughts per question from the trained
-    `stage` (curriculum.thoughts_at_eval) unless `latent_steps` is given (ignored in cot / no-cot)."""
+def answer_records(model, examples: list[dict], cc, mode: str, stage: int, latent_steps: int | None = None,
+                   batch_size: int = 16, max_new: int = 128) -> list[dict]:
+    """Per question: {"correct": bool, "thoughts": int, "written": ids the model wrote (EOS included)};
+    thoughts from the trained `stage` (curriculum.thoughts_at_eval) unless `latent_steps` is given
+    (ignored in cot / no-cot)."""
     if not cur.has_markers(mode):
         latent_steps = 0
     if latent_steps is None:
@@ -48,7 +49,14 @@ def answer_accuracy(model, examples: list[dict], cc, mode: str, stage: int, late
     else:
         thoughts = [latent_steps] * len(examples)
     written = write_answers(model, examples, thoughts, mode, max_new, batch_size)
-    correct = sum(extract_answer(decode(w)) == extract_answer(ex["answer"]) for w, ex in zip(written, examples))
-    n = len(examples)
-    return {"accuracy": correct / max(n, 1), "n": n, "mode": mode,
-            "avg_latents": float(np.mean(thoughts)) if n else 0.0}
+    return [{"correct": extract_answer(decode(w)) == extract_answer(ex["answer"]), "thoughts": t, "written": w}
+            for w, t, ex in zip(written, thoughts, examples)]
+
+
+def answer_accuracy(model, examples: list[dict], cc, mode: str, stage: int, latent_steps: int | None = None,
+                    batch_size: int = 16, max_new: int = 128) -> dict:
+    """{"accuracy", "n", "mode", "avg_latents"} over `examples` (see `answer_records`)."""
+    recs = answer_records(model, examples, cc, mode, stage, latent_steps, batch_size, max_new)
+    n = len(recs)
+    return {"accuracy": sum(r["correct"] for r in recs) / max(n, 1), "n": n, "mode": mode,
+            "avg_latents": float(np.mean([r["thoughts"] for r in recs])) if n else 0.0}
