@@ -547,6 +547,7 @@ def init_from_args(hf_dir, tmp_path):
             "--config.data.eval_fraction=0", f"--config.train.init_from={hf_dir}")
 
 
+@pytest.mark.slow  # ~33 s each; make test keeps its budget with the lm-eval and decoding tests
 def test_init_from_takes_the_source_model_and_parameters(hf_export, tmp_path, capsys):
     """`train.init_from` on a Hugging Face export: the run takes the source's model config and its
     parameters (with lr 1e-30, far below float32's resolution of any weight, the saved step equals the
@@ -583,6 +584,7 @@ def test_fine_tuning_a_converted_model_lowers_the_loss_and_resumes(hf_export, tm
     assert rc == 0 and "has checkpoints: resuming it" in err, err
 
 
+@pytest.mark.slow  # ~33 s each; make test keeps its budget with the lm-eval and decoding tests
 def test_two_phase_recipe_trains_the_entropy_model_then_calibrates_on_it(corpus, tmp_path, capsys):
     """Phase 1 (`train.objective = "entropy_model"`) changes the entropy model only and its loss falls;
     phase 2 freezes it in a BLT (`model.entropy_model.init_from`) with the threshold that
