@@ -1,6 +1,5 @@
 """Stage text, loss masks and the resumable epoch schedule of latent-reasoning training."""
 
-import numpy as np
 import pytest
 
 from hybrid_jax import tokenizer as tok

@@ -2,7 +2,6 @@
 what XLA allocates for the compiled step's arguments."""
 
 import json
-import math
 import os
 import subprocess
 import sys
