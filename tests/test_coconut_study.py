@@ -29,6 +29,7 @@ def check_shape(out: dict, modes, seeds):
         assert sorted(res["per_seed"]) == [str(s) for s in seeds]
 
 
+@pytest.mark.slow  # 20-30 s: keeps make test inside its budget
 def test_study_prints_one_json_object_last(tmp_path, capsys):
     assert coconut_study.main(study(tmp_path, "--modes", "no-cot", "--seeds", "0")) == 0
     lines = capsys.readouterr().out.strip().splitlines()

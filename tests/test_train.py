@@ -339,6 +339,7 @@ def same_leaves(a, b) -> bool:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # see `quiet_asyncio`
+@pytest.mark.slow  # 20-30 s: keeps make test inside its budget
 def test_randomly_damaged_checkpoints_fall_back_or_fail_in_one_line(eight_device_run, restore_run, corpus, tmp_path,
                                                                       capsys, quiet_asyncio):
     """Seeded cases of (damage kind x damaged part of an item x steps) on the 8-device run, whose arrays
@@ -402,6 +403,7 @@ def quiet_asyncio(caplog):
 XLA_LOG = re.compile(r"[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
 
 
+@pytest.mark.slow  # 20-30 s: keeps make test inside its budget
 def test_damaged_checkpoint_in_whole_processes(eight_device_run, corpus, tmp_path):
     """As processes, where TensorStore's threads, asyncio and absl could add their own reports: the
     parameters' chunk files of the newest step overwritten with random bytes (TensorStore raises a bare
