@@ -159,7 +159,11 @@ def test_patching_study_prints_the_table(tmp_path, capsys):
     from train_helpers import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus", n_files=12)
+    # Its own held-out files: the hash-chosen share of 12 files, keyed by their temporary path, is empty
+    # for some paths, and then phase 1 has no held-out row to print.
+    held_out = write_corpus(tmp_path / "held_out", n_files=2, seed=1)
     args = ["--config", "configs/tiny.py", "--entropy_config", "configs/tiny.py", "--data", corpus, "--seeds", "0",
+            "--eval_data", held_out,
             "--steps", "3", "--entropy_steps", "3", "--target", "4", "--eval_batches", "1", "--root", str(tmp_path / "runs"),
             "--extra=--config.train.lr=0.01"]
     assert patching_study.main(args) == 0
