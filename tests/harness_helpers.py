@@ -17,11 +17,11 @@ from hybrid_jax.storage.hf.config import hf_divergences
 PROBE = "The quick brown fox jumps over the lazy dog; def f(x): return x * 2"
 
 
-def exported_model(out_dir: str, seed: int = 0):
+def exported_model(out_dir: str, seed: int = 0, **patching):
     """(HF model, directory) of a tiny BLT that Hugging Face reproduces exactly (no divergences), written
     by `to_hf`: random weights drawn in numpy (no initialisation to compile), an entropy threshold at the
-    median of its own entropies on a probe text (mixed patch lengths)."""
-    cfg = tiny("entropy")
+    median of its own entropies on a probe text (mixed patch lengths); `patching`: config overrides."""
+    cfg = tiny("entropy", **patching)
     cfg.hash.group_sizes = (3, 5)
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map_with_path(lambda path, x: _draw(rng, jax.tree_util.keystr(path), x),

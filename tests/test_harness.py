@@ -162,6 +162,40 @@ def test_randomized_requests_equal_hf(export):
     assert lm.truncated == sum(len((c + x).encode()) + 1 > MAX_LENGTH for c, x in pairs)
 
 
+def test_last_byte_reads_the_patch_before_its_own_as_in_hf(tmp_path):
+    """An export with `max_patch_length`, which Hugging Face runs without `include_next_token` (the last
+    byte of a sequence reads the patch before its own): requests of every length, alone and sharing
+    their contexts, equal HF's, rows that fill their padded length or not."""
+    from lm_eval.api.instance import Instance
+
+    from hybrid_jax.config import default_config
+    from hybrid_jax.evaluation.harness import HybridLM
+    from hybrid_jax.evaluation.scoring import Scorer
+    from hybrid_jax.parallel.sharding import make_mesh
+    from hybrid_jax.storage.loading import load_any
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        hf, path = exported_model(str(tmp_path / "model"), max_patch_length=3, include_next_token=False)
+        rng = np.random.default_rng(1)
+        pairs = [(random_text(rng, int(rng.integers(0, 30))), random_text(rng, int(rng.integers(1, 6))))
+                 for _ in range(40)]
+        for k in range(6):
+            context = random_text(rng, [14, 5, 20, 0, 9, 3][k])
+            pairs += [(context, random_text(rng, int(rng.integers(1, 6)))) for _ in range(2 + k % 3)]
+        want = [hf_loglikelihood(hf, context, continuation, MAX_LENGTH) for context, continuation in pairs]
+        for share in (False, True):
+            scorer = Scorer.of_model(load_any(path), make_mesh(default_config().mesh), MAX_LENGTH - 1, 8)
+            lm = HybridLM(scorer, share_contexts=share)
+            got = lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
+            assert bool(scorer.shared_shapes) == share
+            for pair, (ll, greedy), (ll_hf, greedy_hf) in zip(pairs, got, want):
+                assert abs(ll - ll_hf) <= TOL and greedy == greedy_hf, (pair, share, ll, ll_hf)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_errors_are_one_line(export, tmp_path):
     _, path = export
     (tmp_path / "offline.yaml").write_text("task: hj_offline\ndataset_path: nobody/no_such_dataset_xyz\n"

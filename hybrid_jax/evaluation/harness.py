@@ -4,7 +4,9 @@ of the library that imports lm_eval.
 
 - loglikelihood(context, continuation): the continuation's summed byte log-probabilities after
   `[BOS] + context`, and whether greedy decoding gives exactly it; a sequence longer than the model's
-  context is cut from the left and counted (`truncated`, reported in the results' config).
+  context is cut from the left and counted (`truncated`, reported in the results' config). Requests
+  that share a context (a multiple-choice question's choices) compute it once
+  (`hybrid_jax.evaluation.shared`).
 - loglikelihood_rolling(text): `[BOS] + text` in windows, every byte scored once, the last window with
   a full window of left context (`hybrid_jax.evaluation.bpb.windows`, as `evaluate bpb --no_eos`).
 - generate_until(context, gen_kwargs): the cached generator; `until` stop strings, `max_gen_toks` in
@@ -23,13 +25,15 @@ import json
 import sys
 
 import jax
+import numpy as np
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
 from hybrid_jax import tokenizer
 from hybrid_jax.errors import ConfigError, DataError
-from hybrid_jax.evaluation.scoring import Scorer, loglikelihood_row, rolling_rows
+from hybrid_jax.evaluation.scoring import Scorer, byte_ids, loglikelihood_row, rolling_rows
+from hybrid_jax.evaluation.shared import Group
 from hybrid_jax.inference.generate import run as generate_run
 from hybrid_jax.inference.sampling import Sampling
 
@@ -44,9 +48,10 @@ class _AllStopped(Exception):
 class HybridLM(LM):
     """lm_eval's `LM` over a `Scorer` (a BLT placed on a mesh)."""
 
-    def __init__(self, scorer: Scorer, seed: int = 0, stream_every: int = 16):
+    def __init__(self, scorer: Scorer, seed: int = 0, stream_every: int = 16, share_contexts: bool = True):
         super().__init__()
         self.scorer = scorer
+        self.share_contexts = share_contexts
         self.seed = seed
         self.stream_every = stream_every
         self.truncated = 0
@@ -61,7 +66,8 @@ class HybridLM(LM):
     def get_model_info(self) -> dict:
         """Added to the results' config by lm_eval."""
         return {"model_context_bytes": self.scorer.max_inputs + 1, "loglikelihood_requests": self.requests,
-                "truncated_contexts": self.truncated, "compiled_shapes": sorted(self.scorer.shapes)}
+                "truncated_contexts": self.truncated, "compiled_shapes": sorted(self.scorer.shapes),
+                "compiled_shared_context_shapes": sorted(self.scorer.shared_shapes)}
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         made = [loglikelihood_row(*r.args, self.scorer.max_inputs) for r in requests]
@@ -71,8 +77,16 @@ class HybridLM(LM):
         if truncated:
             _say(f"{truncated} of {len(requests)} loglikelihood requests were longer than the model's context "
                  f"({self.scorer.max_inputs + 1} bytes) and were cut from the left")
-        total, greedy = self.scorer.score([row for row, _ in made])
-        out = [(float(a), bool(g)) for a, g in zip(total, greedy)]
+        out: list = [None] * len(requests)
+        alone = list(range(len(requests)))
+        if self.share_contexts:
+            groups, members, alone = shared_groups(requests, made, self.scorer.batch_size)
+            for ids, (total, greedy) in zip(members, self.scorer.score_groups(groups)):
+                for i, a, g in zip(ids, total, greedy):
+                    out[i] = (float(a), bool(g))
+        total, greedy = self.scorer.score([made[i][0] for i in alone])
+        for i, a, g in zip(alone, total, greedy):
+            out[i] = (float(a), bool(g))
         for r, o in zip(requests, out):
             self.cache_hook.add_partial("loglikelihood", r.args, o)
         return out
@@ -129,6 +143,27 @@ class HybridLM(LM):
             generate_run(self._generator_model, prompts, max_gen, sampling, seed=self.seed, on_bytes=on_bytes,
                          stream_every=self.stream_every)
         return [cut_at_stop(g, stops) for g in got]
+
+
+def shared_groups(requests, made, most: int) -> tuple[list[Group], list[list[int]], list[int]]:
+    """(groups, request indices of each group, requests scored alone): loglikelihood requests with one
+    context and non-empty continuations that fit the context uncut are scored as groups of at most
+    `most` (`Scorer.score_groups`); a context asked once, the rest, alone."""
+    by_context: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        if r.args[1] and not made[i][1]:
+            by_context.setdefault(r.args[0], []).append(i)
+    groups, members = [], []
+    for context, ids in by_context.items():
+        if len(ids) < 2:
+            continue
+        head = np.asarray([tokenizer.BOS_ID, *byte_ids(context)], np.int32)
+        for start in range(0, len(ids), most):
+            part = ids[start:start + most]
+            groups.append(Group(head, [np.asarray(byte_ids(requests[i].args[1]), np.int32) for i in part]))
+            members.append(part)
+    grouped = {i for part in members for i in part}
+    return groups, members, [i for i in range(len(requests)) if i not in grouped]
 
 
 def generation_settings(kwargs: dict) -> tuple[list[str], int, Sampling]:

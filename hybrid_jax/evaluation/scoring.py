@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding
 
 from hybrid_jax import tokenizer
 from hybrid_jax.errors import ConfigError
+from hybrid_jax.evaluation import shared
 from hybrid_jax.evaluation.bpb import windows
 from hybrid_jax.model.params import assemble, model_template, model_with_params, param_tree
 from hybrid_jax.model.patching import info_from_starts, num_slots
@@ -97,7 +98,13 @@ class Scorer:
         self._patch = jax.jit(functools.partial(_patch, graphdef, template))
         self._forward = jax.jit(functools.partial(_score, graphdef, template), static_argnames="slots",
                                 out_shardings=replicated)
+        self._prefill = jax.jit(functools.partial(shared.prefill, graphdef, template), static_argnames="max_len")
+        self._closed = jax.jit(functools.partial(shared.patches_closed, graphdef, template))
+        self._chunk = jax.jit(functools.partial(shared.score_chunk, graphdef, template), static_argnames="slots",
+                              out_shardings=replicated)
         self.shapes: set[tuple[int, int, int]] = set()  # (batch, length, patch slots) compiled so far
+        # (contexts, prefix length, rows, chunk length, patch slots) of the shared-context path compiled so far
+        self.shared_shapes: set[tuple[int, int, int, int, int]] = set()
 
     @classmethod
     def of_model(cls, model, mesh, max_inputs: int, batch_size: int = 32) -> "Scorer":
@@ -128,6 +135,48 @@ class Scorer:
                 total[chunk] = lp
                 greedy[chunk] = ok
         return total, greedy
+
+    def score_groups(self, groups: list[shared.Group]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per group (at most `batch_size` continuations each, none empty, `[BOS] + context +
+        continuation` within the context): (log-likelihood float64 `[k]`, greedy bool `[k]`) of its
+        continuations, as `score` gives them for the rows of `loglikelihood_row`, each context computed
+        once (`shared`)."""
+        if not groups:
+            return []
+        sizes = [len(g.continuations) for g in groups]
+        contexts = self._context_rows(sizes)
+        order = sorted(range(len(groups)), key=lambda i: -len(groups[i].context))
+        out: list = [None] * len(groups)
+        for members in shared.batches(order, sizes, contexts, self.batch_size):
+            sub = [groups[i] for i in members]
+            prefix_len = bucket(max(len(g.context) for g in sub) - 1, self.max_inputs)
+            chunk_len = bucket(max(len(c) for g in sub for c in g.continuations), self.max_inputs)
+            arrays = shared.pack(sub, contexts, self.batch_size, prefix_len, chunk_len)
+            sharding = batch_sharding(self.mesh)
+            prefix, prefix_valid, owner, chunk, valid, targets = [
+                jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]) for a in arrays]
+            state = self._prefill(self.params, prefix, prefix_valid, owner, max_len=prefix_len + chunk_len)
+            closed = int(self._closed(self.params, state, chunk, valid))
+            slots = min(max(4, 1 << max(closed - 1, 0).bit_length()), chunk_len + 1)  # a power of two >= closed
+            self.shared_shapes.add((contexts, prefix_len, self.batch_size, chunk_len, slots))
+            lp, wrong = jax.device_get(self._chunk(self.params, state, chunk, valid, targets, slots=slots))
+            valid = arrays[4]
+            totals = np.where(valid, lp.astype(np.float64), 0.0).sum(axis=1)
+            greedy = ~(wrong & valid).any(axis=1)
+            r = 0
+            for i in members:
+                k = sizes[i]
+                out[i] = (totals[r:r + k], greedy[r:r + k])
+                r += k
+        return out
+
+    def _context_rows(self, sizes: list[int]) -> int:
+        """Contexts per shared batch: `batch_size` over the median group's continuations, a multiple of
+        the rows one call shards over."""
+        per_call = int(np.prod([self.mesh.shape[a] for a in BATCH]))
+        typical = sorted(sizes)[len(sizes) // 2]
+        contexts = max(1, self.batch_size // typical)
+        return -(-contexts // per_call) * per_call
 
     def _call(self, rows: list[Row], length: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.batch_size
@@ -161,10 +210,16 @@ def _patch(graphdef, template, params, ids, valid):
     """(PatchInfo, the most patches of any row) of ids int32 `[batch, length]` whose first `valid` (bool
     `[batch, length]`) positions are real. No patch begins in the padding after the slot of the next
     byte: it joins the patch before it, which no real byte reads (a byte reads the patch before the
-    one of the byte after it), so the patch count, and the slots needed, stay the row's own."""
-    info = assemble(graphdef, template, params).patch(ids)
+    one of the byte after it), so the patch count, and the slots needed, stay the row's own. Without
+    `include_next_token` that slot begins none either, as when the row fills the whole length."""
+    model = assemble(graphdef, template, params)
+    info = model.patch(ids)
     n = valid.sum(axis=1, keepdims=True)
-    starts = info.starts & (jnp.arange(info.starts.shape[1])[None, :] <= n)
+    slot = jnp.arange(info.starts.shape[1])[None, :]
+    keep = slot <= n
+    if not model.config.patching.include_next_token:  # the last byte is the sequence's last (`patching`)
+        keep = (slot < n) | ((slot == n) & (n < 2))
+    starts = info.starts & keep
     return info_from_starts(starts, info.entropies), starts.sum(axis=1).max()
 
 

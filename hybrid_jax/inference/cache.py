@@ -100,11 +100,13 @@ def attend_heads_major(q: jax.Array, keys: tuple, values: tuple, mask: jax.Array
     return out.reshape(b, t, h * d)
 
 
-def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin, deferred: bool = False):
+def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin, deferred: bool = False,
+                   fresh: bool = False):
     """`SelfAttention` on new positions: x `[batch, t, d]` at pos `[batch, t]` (-1 = padding) sees the
     cache and the chunk itself, causally. -> (`[batch, t, d]`, updated cache), or with `deferred` the
     new (k, v) `[batch, t, kv_heads, head_dim]` instead of the cache, for `write` after a branch
-    (a cache returned through `lax.cond` is copied: a branch should only read it)."""
+    (a cache returned through `lax.cond` is copied: a branch should only read it). `fresh`: the cache
+    holds nothing yet (a prefill), so only the chunk is read."""
     b, t, _ = x.shape
     q = apply_rope(attn.q_proj(x).reshape(b, t, attn.heads, attn.head_dim), cos, sin)
     k, v = attn.project_kv(x, cos, sin)
@@ -113,6 +115,8 @@ def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin, deferred
         # One new position: write first, then read the ring (the slot it overwrites is outside the
         # window). Reading before writing would make XLA copy the cache at every step.
         keys, values, key_pos = (new.k,), (new.v,), new.pos
+    elif fresh:
+        keys, values, key_pos = (k.swapaxes(1, 2),), (v.transpose(0, 2, 3, 1),), pos
     else:
         keys = (cache.k, k.swapaxes(1, 2))
         values = (cache.v, v.transpose(0, 2, 3, 1))
@@ -121,22 +125,22 @@ def self_attention(attn, x, pos, window: int, cache: KVCache, cos, sin, deferred
     return attn.o_proj(attend_heads_major(q, keys, values, mask)), new
 
 
-def layer_step(layer, stack, x, pos, cache: KVCache, cos, sin, deferred: bool = False):
+def layer_step(layer, stack, x, pos, cache: KVCache, cos, sin, deferred: bool = False, fresh: bool = False):
     """One `TransformerLayer` on new positions -> (x `[batch, t, d]`, updated cache or, `deferred`, its
-    new (k, v))."""
+    new (k, v)); `fresh`: see `self_attention`."""
     a, cache = self_attention(layer.self_attn, layer.input_layernorm(x), pos, stack.window, cache, cos, sin,
-                              deferred)
+                              deferred, fresh)
     x = x + a
     return x + layer.mlp(layer.post_attention_layernorm(x)), cache
 
 
-def run_stack(layers, stack, x: jax.Array, pos: jax.Array, caches, deferred: bool = False):
+def run_stack(layers, stack, x: jax.Array, pos: jax.Array, caches, deferred: bool = False, fresh: bool = False):
     """The layers of `stack` on x `[batch, t, d]` at pos `[batch, t]` -> (x, updated caches), or with
-    `deferred` (x, each layer's new (k, v)) for `write_stack`."""
+    `deferred` (x, each layer's new (k, v)) for `write_stack`; `fresh`: the caches are empty."""
     cos, sin = stack_rope(stack, pos)
     new = []
     for layer, cache in zip(layers, caches):
-        x, cache = layer_step(layer, stack, x, pos, cache, cos, sin, deferred)
+        x, cache = layer_step(layer, stack, x, pos, cache, cos, sin, deferred, fresh)
         new.append(cache)
     return x, tuple(new)
 

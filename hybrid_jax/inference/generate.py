@@ -78,7 +78,7 @@ def _prefill(graphdef, params, ids, valid, key, *, max_len: int, max_new: int, s
     model = nnx.merge(graphdef, params)
     b = ids.shape[0]
     state = incremental.init_state(model, b, max_len, slack)
-    logits, state = incremental.feed(model, state, ids, valid)
+    logits, state = incremental.feed(model, state, ids, valid, fresh=True)
     last = jnp.maximum(valid.sum(axis=1) - 1, 0)
     logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
     return Loop(state, logits, jnp.full((b, max_new), -1, jnp.int32), jnp.zeros((b,), jnp.int32),

@@ -76,34 +76,34 @@ def _put(buffer: jax.Array, values: jax.Array, pos: jax.Array) -> jax.Array:
     return buffer.at[rows, jnp.where(pos >= 0, pos, buffer.shape[1])].set(values.astype(buffer.dtype), mode="drop")
 
 
-def _encode_bytes(model, state: State, ids, pos, valid):
+def _encode_bytes(model, state: State, ids, pos, valid, fresh: bool = False):
     """Local encoder on the new bytes: (output `[batch, t, d_local]`, encoder caches, new history)."""
     enc = model.local_encoder
     h = state.history.shape[1]
     window = jnp.concatenate([state.history, ids], axis=1)
     rows = hash_table_ids(window, enc.hash.group_sizes, enc.hash.n_functions, enc.hash.vocab)[:, :, h:]
     x = enc.embed_tokens(ids) + lookup_sum(enc.hash_embed, rows)
-    x, caches = run_stack(enc.layers, enc.stack, x, pos, state.encoder)
+    x, caches = run_stack(enc.layers, enc.stack, x, pos, state.encoder, fresh=fresh)
     n = valid.sum(axis=1)
     history = jnp.take_along_axis(window, n[:, None] + jnp.arange(h)[None, :], axis=1)
     return x, caches, history
 
 
-def _entropies(model, state: State, ids, pos):
+def _entropies(model, state: State, ids, pos, fresh: bool = False):
     """Next-byte entropies `[batch, t]` from the entropy model, and each layer's new (k, v)."""
     em = model.entropy_model
-    x, kvs = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy, deferred=True)
+    x, kvs = run_stack(em.layers, em.stack, em.embed_tokens(ids), pos, state.entropy, deferred=True, fresh=fresh)
     logits = em.lm_head(em.norm(x)).astype(jnp.float32)
     return patching.entropies_from_logits(logits), kvs
 
 
-def _entropies_unless_capped(model, state: State, ids, pos):
+def _entropies_unless_capped(model, state: State, ids, pos, fresh: bool = False):
     """`_entropies` and the updated caches; skipped at run time (zeros, caches unchanged) when every
     row has begun `max_patches` patches: no entropy can begin another one then, and the rules read
     no older entropy. -> (entropies, caches, whether the model ran)"""
     cap = model.config.patching.max_patches
     if not cap:
-        entropies, kvs = _entropies(model, state, ids, pos)
+        entropies, kvs = _entropies(model, state, ids, pos, fresh)
         return entropies, write_stack(state.entropy, kvs, pos), jnp.ones((), bool)
 
     def skip(_):
@@ -111,7 +111,7 @@ def _entropies_unless_capped(model, state: State, ids, pos):
         kvs = tuple((jnp.zeros((b, t) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.entropy)
         return jnp.zeros(ids.shape, jnp.float32), kvs
     ran = ~jnp.all(state.carry.count >= cap)
-    entropies, kvs = jax.lax.cond(ran, lambda _: _entropies(model, state, ids, pos), skip, None)
+    entropies, kvs = jax.lax.cond(ran, lambda _: _entropies(model, state, ids, pos, fresh), skip, None)
     return entropies, write_stack(state.entropy, kvs, jnp.where(ran, pos, -1)), ran
 
 
@@ -152,7 +152,7 @@ def _patch_embeddings(model, bufs: ByteBuffers, first, slots: int):
     return patches.reshape(b, slots, -1)
 
 
-def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
+def _close_patches(model, state: State, closed, gpos, t: int, thought=None, fresh: bool = False):
     """Encode and run one global step for patches `closed + i` (i < slots) at gpos `[batch, slots]`
     (-1 = not closing), after feeding a chunk of t bytes. -> (global states `[batch, slots, d_global]`,
     each global layer's new (k, v) for `write_stack`).
@@ -178,10 +178,10 @@ def _close_patches(model, state: State, closed, gpos, t: int, thought=None):
     if thought is not None:
         first = (jnp.arange(slots) == 0)[None, :, None]
         x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
-    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_, deferred=True)
+    return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_, deferred=True, fresh=fresh)
 
 
-def _decode_bytes(model, state: State, x, byte_globals, pos, deferred: bool = False):
+def _decode_bytes(model, state: State, x, byte_globals, pos, deferred: bool = False, fresh: bool = False):
     """Local decoder + head: x `[batch, t, d_local]`, each byte's patch state `[batch, t, d_global]`
     -> (logits float32 `[batch, t, vocab]`, decoder caches, or with `deferred` each layer's new (k, v))."""
     dec = model.local_decoder
@@ -193,7 +193,7 @@ def _decode_bytes(model, state: State, x, byte_globals, pos, deferred: bool = Fa
     for i, layer in enumerate(dec.layers):
         if i == 0 or dec.stack.cross_attn_all_layers:
             x = x + dec.cross_attn_layers[i].own_keys(x, keys, own, dec.k)
-        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin, deferred)
+        x, cache = layer_step(layer, dec.stack, x, pos, state.decoder[i], cos, sin, deferred, fresh)
         caches.append(cache)
     logits = model.lm_head(dec.norm(x)).astype(jnp.float32)
     return logits, tuple(caches)
@@ -245,7 +245,7 @@ class FeedInfo(NamedTuple):
 
 
 def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
-         thoughts: bool = False):
+         thoughts: bool = False, fresh: bool = False):
     """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
 
     -> (logits float32 `[batch, t, vocab]`: next-byte logits of each new byte (garbage where invalid),
@@ -253,13 +253,14 @@ def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bo
     runtime branch: the fast path for one byte per step). `thoughts=True` feeds a `<latent>` fed as
     the first byte of a chunk, right after a closed patch (after `<bot>` or another `<latent>`), the
     previous global output (Coconut mode); otherwise `<latent>` is an ordinary patch (pause mode).
+    `fresh=True` says that `state` is `init_state`'s (a prefill): attention then skips the empty caches.
     """
-    logits, state, _ = feed_info(model, state, ids, valid, always_close, thoughts)
+    logits, state, _ = feed_info(model, state, ids, valid, always_close, thoughts, fresh=fresh)
     return logits, state
 
 
 def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
-              thoughts: bool = False, drafted: Drafted | None = None, max_closing: int = 0):
+              thoughts: bool = False, drafted: Drafted | None = None, max_closing: int = 0, fresh: bool = False):
     """`feed`, also returning its `FeedInfo`: (logits, state, info). `drafted`: the encoder's work on
     these bytes, and the decoder's, reused unless some byte reads a patch closed here (or a byte
     before the chunk is redecoded); its decoder entries must not be in `state`'s caches.
@@ -269,12 +270,12 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
     b, t = ids.shape
     pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
     if drafted is None:
-        x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid)
+        x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid, fresh)
     else:
         x, enc_caches, history = drafted.x, drafted.encoder, drafted.history
     entropies, ent_caches, ran_entropy = None, state.entropy, jnp.zeros((), bool)
     if cfg.patching.mode == "entropy":
-        entropies, ent_caches, ran_entropy = _entropies_unless_capped(model, state, ids, pos)
+        entropies, ent_caches, ran_entropy = _entropies_unless_capped(model, state, ids, pos, fresh)
     starts_next, forced, carry = patching.next_starts(cfg.patching, ids, entropies, pos, valid, state.carry)
     # Patch of each new byte, and the patch whose global state it reads (the one before byte t+1's).
     before = jnp.cumsum(starts_next.astype(jnp.int32), axis=1) - starts_next
@@ -295,6 +296,8 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
 
     # A special id can also close the patch before it (see `next_starts`): one more slot.
     slots = t + (1 if cfg.vocab_size > tokenizer.BOT_ID else 0)
+    if cfg.patching.max_patches:  # no row closes more patches than it may have
+        slots = min(slots, cfg.patching.max_patches)
     if max_closing:
         slots = min(slots, max_closing)
     i = jnp.arange(slots)[None, :]
@@ -304,7 +307,7 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
         thought = (ids[:, 0] == tokenizer.LATENT_ID) & valid[:, 0] & ~forced
 
     def close(_):
-        return _close_patches(model, state, closed, gpos, t, thought)
+        return _close_patches(model, state, closed, gpos, t, thought, fresh)
 
     def skip(_):
         kvs = tuple((jnp.zeros((b, slots) + c.k.shape[1:2] + c.k.shape[3:], c.k.dtype),) * 2 for c in state.global_)
@@ -337,7 +340,7 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
         state = _redecode_before(model, state, redo, ended, pos[:, 0])
         stale = stale | jnp.any(redo)
     if drafted is None:
-        logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos)
+        logits, dec_caches = _decode_bytes(model, state, x, byte_globals, pos, fresh=fresh)
     else:
         logits, kvs = jax.lax.cond(stale, lambda _: _decode_bytes(model, state, x, byte_globals, pos, True),
                                    lambda _: (drafted.logits, drafted.decoder_kv), None)
