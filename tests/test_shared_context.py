@@ -28,6 +28,7 @@ CONFIGS = [
     ("space", dict(max_patches=6)),
     ("entropy", dict(monotonicity=True, include_next_token=False)),
 ]
+FAST = {1, 4}  # make test: these two (~10 s each); the slow tier runs the others too
 
 
 def text(rng, n: int) -> str:
@@ -42,9 +43,10 @@ def random_model(mode, patching, seed):
     return BLT(cfg, nnx.Rngs(seed))
 
 
-@pytest.mark.parametrize("mode,patching", CONFIGS)
-def test_shared_contexts_equal_rows_alone(mode, patching):
-    seed = CONFIGS.index((mode, patching))
+@pytest.mark.parametrize("seed,mode,patching", [
+    pytest.param(i, mode, patching, marks=() if i in FAST else pytest.mark.slow)
+    for i, (mode, patching) in enumerate(CONFIGS)])
+def test_shared_contexts_equal_rows_alone(seed, mode, patching):
     rng = np.random.default_rng(seed)
     model = random_model(mode, patching, seed)
     scorer = Scorer.of_model(model, make_mesh(default_config().mesh), MAX_INPUTS, batch_size=8)
