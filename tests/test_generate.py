@@ -236,20 +236,22 @@ def cli_main(*args):
     return cli.run(generate_cli.main, list(args))
 
 
-def coconut_model():
+def coconut_model(latent_feedback: str = "state"):
     """A tiny Coconut-vocab BLT with static patches of 3 bytes."""
     cfg = tiny("static", patch_size=3)
     cfg.hash.group_sizes = (3, 5)
     cfg.vocab_size = tokenizer.COCONUT_VOCAB
+    cfg.latent_feedback = latent_feedback
     return BLT(cfg, nnx.Rngs(2))
 
 
-@pytest.mark.parametrize("thoughts", [pytest.param(True, marks=pytest.mark.slow), False])
-def test_latent_steps_equal_full_forward_with_thoughts(thoughts):
+@pytest.mark.parametrize("thoughts,feedback", [pytest.param(True, "state", marks=pytest.mark.slow),
+                                               (True, "match_norm"), (False, "state")])
+def test_latent_steps_equal_full_forward_with_thoughts(thoughts, feedback):
     """Coconut vocab: `<bot>`, 2 thoughts, `<eot>` then greedy bytes equal the full forward with the
     thoughts fed back (latent_passes = 3) or, in pause mode, the plain forward; specials get their own
     patches in both (also incrementally)."""
-    model = coconut_model()
+    model = coconut_model(feedback)
     prompt = "Is a b?"
     got = gen.run(model, [prompt], 12, latent_steps=2, thoughts=thoughts, stop_at_eos=False).ids[0]
     seq = tokenizer.encode(prompt) + [tokenizer.BOT_ID, tokenizer.LATENT_ID, tokenizer.LATENT_ID, tokenizer.EOT_ID]

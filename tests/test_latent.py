@@ -74,6 +74,22 @@ def test_thoughts_equal_sequential_global_passes_in_a_mixed_batch():
     assert (np.asarray(batch) == tok.LATENT_ID).sum(axis=1).tolist() == [1, 3]  # the rows' thoughts
 
 
+def test_match_norm_feeds_back_the_state_at_the_norm_of_the_input_it_replaces():
+    from hybrid_jax.model.latent import feed_back
+    rng = np.random.default_rng(0)
+    embedded = jnp.asarray(rng.standard_normal((2, 5, 8)), jnp.float32)
+    outputs = jnp.asarray(40 * rng.standard_normal((2, 5, 8)), jnp.float32)
+    is_latent = jnp.asarray([[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]], bool)
+    got = np.asarray(feed_back(embedded, outputs, is_latent, match_norm=True))
+    raw = np.asarray(feed_back(embedded, outputs, is_latent))
+    lat = np.asarray(is_latent)
+    np.testing.assert_allclose(got[~lat], np.asarray(embedded)[~lat])
+    np.testing.assert_allclose(np.linalg.norm(got[lat], axis=-1), np.linalg.norm(np.asarray(embedded)[lat], axis=-1),
+                               rtol=1e-5)
+    cos = np.sum(got[lat] * raw[lat], -1) / np.linalg.norm(got[lat], axis=-1) / np.linalg.norm(raw[lat], axis=-1)
+    np.testing.assert_allclose(cos, 1.0, rtol=1e-5)  # the direction is the state's
+
+
 def test_pause_does_no_feedback():
     m = model()
     ids = jnp.asarray([prompt(2)])

@@ -9,6 +9,7 @@ PATCHING_MODES = ("entropy", "static", "space")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots_saveable", "elementwise")
 OBJECTIVES = ("blt", "entropy_model")
+LATENT_FEEDBACK = ("state", "match_norm")
 
 
 def stack_config(d_model, layers, heads, kv_heads=0, d_ff=0, rope_theta=500000.0, window=0,
@@ -31,6 +32,10 @@ def model_config() -> ml_collections.ConfigDict:
         vocab_size=260,
         dtype="float32",  # compute dtype; parameters are always float32
         cross_attn_k=2,
+        # What a continuous thought's global input is (hybrid_jax.model.latent): the global transformer's
+        # last state as it is ("state"), or that state rescaled to the norm of the input it replaces
+        # ("match_norm"; BLT's global stack has no final norm, so its states are far larger).
+        latent_feedback="state",
         # Entropy rules, include_next_token: see hybrid_jax.model.patching. threshold_add None = off.
         # target_patch_len > 0: `train` sets `threshold` at start so that the (pretrained) entropy
         # model cuts the training data into patches of this mean length (hybrid_jax.analysis.calibrate).

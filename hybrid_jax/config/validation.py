@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from hybrid_jax.config.defaults import COCONUT_MODES, DTYPES, OBJECTIVES, PATCHING_MODES, REMAT, kv_heads
+from hybrid_jax.config.defaults import COCONUT_MODES, DTYPES, LATENT_FEEDBACK, OBJECTIVES, PATCHING_MODES, REMAT, kv_heads
 from hybrid_jax.errors import ConfigError
 
 STACKS = ("entropy_model", "local_encoder", "global_transformer", "local_decoder")
@@ -76,6 +76,7 @@ DOMAINS: dict[str, Domain] = {
     "model.vocab_size": integer(260, 2 ** 15 - 1),
     "model.dtype": one_of(DTYPES),
     "model.cross_attn_k": integer(1),
+    "model.latent_feedback": one_of(LATENT_FEEDBACK),
     "model.patching.mode": one_of(PATCHING_MODES),
     "model.patching.threshold": real(),
     "model.patching.patch_size": integer(1),

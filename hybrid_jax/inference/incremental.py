@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from hybrid_jax import tokenizer
 from hybrid_jax.inference.cache import KVCache, empty_caches, layer_step, run_stack, write_stack
-from hybrid_jax.model import patching
+from hybrid_jax.model import latent, patching
 from hybrid_jax.model.hashing import hash_table_ids
 from hybrid_jax.model.layers import dtype_of
 from hybrid_jax.model.local_encoder import lookup_sum, patch_query_mask
@@ -177,7 +177,8 @@ def _close_patches(model, state: State, closed, gpos, t: int, thought=None, fres
     x = glob.embed(patches)
     if thought is not None:
         first = (jnp.arange(slots) == 0)[None, :, None]
-        x = jnp.where(thought[:, None, None] & first, state.last_global[:, None, :].astype(x.dtype), x)
+        fed = latent.recycled(state.last_global[:, None, :], x, model.config.latent_feedback == "match_norm")
+        x = jnp.where(thought[:, None, None] & first, fed, x)
     return run_stack(layer_list(glob.layers), glob.stack, x, gpos, state.global_, deferred=True, fresh=fresh)
 
 

@@ -83,7 +83,7 @@ class BLT(nnx.Module):
         if latent_passes:
             is_latent = latent.latent_patches(ids, patches.ids, slots)
             global_states = latent.global_with_thoughts(self.global_transformer, patch_embeds, is_latent,
-                                                        latent_passes)
+                                                        latent_passes, self.config.latent_feedback == "match_norm")
         else:
             global_states = self.global_transformer(patch_embeds)
         decoder_ids = patching.decoder_patch_ids(patches.starts)

@@ -31,24 +31,34 @@ def latent_patches(ids: jax.Array, patch_ids: jax.Array, slots: int) -> jax.Arra
     return segment_max_sorted((ids == LATENT_ID).astype(jnp.float32), patch_ids, slots) > 0
 
 
-def feed_back(embedded: jax.Array, outputs: jax.Array, is_latent: jax.Array) -> jax.Array:
-    """Inputs for the next pass: latent positions take the output one patch earlier.
+def recycled(state: jax.Array, replaced: jax.Array, match_norm: bool) -> jax.Array:
+    """A thought's global input from the global state before it `[..., d_global]`: the state itself, or
+    (`match_norm`) rescaled to the norm of the input `replaced` it takes the place of."""
+    if not match_norm:
+        return state.astype(replaced.dtype)
+    norm = lambda x: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+    return (state.astype(jnp.float32) * (norm(replaced) / jnp.maximum(norm(state), 1e-6))).astype(replaced.dtype)
+
+
+def feed_back(embedded: jax.Array, outputs: jax.Array, is_latent: jax.Array, match_norm: bool = False) -> jax.Array:
+    """Inputs for the next pass: latent positions take the output one patch earlier (`recycled`).
 
     embedded, outputs `[batch, patches, d_global]`, is_latent bool `[batch, patches]`.
     """
     previous = jnp.pad(outputs, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    return jnp.where(is_latent[..., None], previous.astype(embedded.dtype), embedded)
+    return jnp.where(is_latent[..., None], recycled(previous, embedded, match_norm), embedded)
 
 
 def global_with_thoughts(global_transformer, patch_embeds: jax.Array, is_latent: jax.Array,
-                         passes: int) -> jax.Array:
+                         passes: int, match_norm: bool = False) -> jax.Array:
     """Global states `[batch, patches, d_global]` with thoughts fed back; exact for rows holding at most
-    `passes - 1` latents. patch_embeds `[batch, patches, d_in]` (the local encoder's output)."""
+    `passes - 1` latents. patch_embeds `[batch, patches, d_in]` (the local encoder's output);
+    `match_norm`: see `recycled`."""
     if passes < 1:
         raise ValueError(f"latent passes must be >= 1, got {passes}")
     embedded = global_transformer.embed(patch_embeds)
     outputs = global_transformer.run(embedded)
     # A static Python loop: reverse-mode differentiable (unlike while_loop), and passes is small.
     for _ in range(passes - 1):
-        outputs = global_transformer.run(feed_back(embedded, outputs, is_latent))
+        outputs = global_transformer.run(feed_back(embedded, outputs, is_latent, match_norm))
     return outputs
