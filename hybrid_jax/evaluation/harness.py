@@ -32,7 +32,7 @@ from lm_eval.tasks import TaskManager
 
 from hybrid_jax import tokenizer
 from hybrid_jax.errors import ConfigError, DataError
-from hybrid_jax.evaluation.scoring import Scorer, byte_ids, loglikelihood_row, rolling_rows
+from hybrid_jax.evaluation.scoring import Scorer, loglikelihood_row, rolling_rows
 from hybrid_jax.evaluation.shared import Group
 from hybrid_jax.inference.generate import run as generate_run
 from hybrid_jax.inference.sampling import Sampling
@@ -151,17 +151,20 @@ def shared_groups(requests, made, most: int) -> tuple[list[Group], list[list[int
     `most` (`Scorer.score_groups`); a context asked once, the rest, alone."""
     by_context: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
-        if r.args[1] and not made[i][1]:
+        row, truncated = made[i]
+        if row.scored.any() and not truncated:
             by_context.setdefault(r.args[0], []).append(i)
     groups, members = [], []
-    for context, ids in by_context.items():
+    for ids in by_context.values():
         if len(ids) < 2:
             continue
-        head = np.asarray([tokenizer.BOS_ID, *byte_ids(context)], np.int32)
+        # A row's ids are [BOS] + context + continuation less its last, which is the last target.
+        seqs = [np.append(made[i][0].inputs, made[i][0].targets[-1]) for i in ids]
+        cuts = [len(s) - int(made[i][0].scored.sum()) for s, i in zip(seqs, ids)]
         for start in range(0, len(ids), most):
-            part = ids[start:start + most]
-            groups.append(Group(head, [np.asarray(byte_ids(requests[i].args[1]), np.int32) for i in part]))
-            members.append(part)
+            part = range(start, min(start + most, len(ids)))
+            groups.append(Group(seqs[start][:cuts[start]], [seqs[j][cuts[j]:] for j in part]))
+            members.append([ids[j] for j in part])
     grouped = {i for part in members for i in part}
     return groups, members, [i for i in range(len(requests)) if i not in grouped]
 

@@ -91,8 +91,8 @@ class Scorer:
     batch_size: int = 32
 
     def __post_init__(self):
-        rows_per_call = int(np.prod([self.mesh.shape[a] for a in BATCH]))
-        self.batch_size = -(-self.batch_size // rows_per_call) * rows_per_call
+        self.rows_per_call = int(np.prod([self.mesh.shape[a] for a in BATCH]))
+        self.batch_size = -(-self.batch_size // self.rows_per_call) * self.rows_per_call
         graphdef, template = model_template(self.cfg)
         replicated = NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self._patch = jax.jit(functools.partial(_patch, graphdef, template))
@@ -152,14 +152,12 @@ class Scorer:
             prefix_len = bucket(max(len(g.context) for g in sub) - 1, self.max_inputs)
             chunk_len = bucket(max(len(c) for g in sub for c in g.continuations), self.max_inputs)
             arrays = shared.pack(sub, contexts, self.batch_size, prefix_len, chunk_len)
-            sharding = batch_sharding(self.mesh)
-            prefix, prefix_valid, owner, chunk, valid, targets = [
-                jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]) for a in arrays]
+            prefix, prefix_valid, owner, chunk, chunk_valid, targets = self._place(arrays)
             state = self._prefill(self.params, prefix, prefix_valid, owner, max_len=prefix_len + chunk_len)
-            closed = int(self._closed(self.params, state, chunk, valid))
+            closed = int(self._closed(self.params, state, chunk, chunk_valid))
             slots = min(max(4, 1 << max(closed - 1, 0).bit_length()), chunk_len + 1)  # a power of two >= closed
             self.shared_shapes.add((contexts, prefix_len, self.batch_size, chunk_len, slots))
-            lp, wrong = jax.device_get(self._chunk(self.params, state, chunk, valid, targets, slots=slots))
+            lp, wrong = jax.device_get(self._chunk(self.params, state, chunk, chunk_valid, targets, slots=slots))
             valid = arrays[4]
             totals = np.where(valid, lp.astype(np.float64), 0.0).sum(axis=1)
             greedy = ~(wrong & valid).any(axis=1)
@@ -173,10 +171,14 @@ class Scorer:
     def _context_rows(self, sizes: list[int]) -> int:
         """Contexts per shared batch: `batch_size` over the median group's continuations, a multiple of
         the rows one call shards over."""
-        per_call = int(np.prod([self.mesh.shape[a] for a in BATCH]))
         typical = sorted(sizes)[len(sizes) // 2]
         contexts = max(1, self.batch_size // typical)
-        return -(-contexts // per_call) * per_call
+        return -(-contexts // self.rows_per_call) * self.rows_per_call
+
+    def _place(self, arrays) -> list[jax.Array]:
+        """Host arrays `[batch, ...]` as global arrays sharded over the mesh's batch axes."""
+        sharding = batch_sharding(self.mesh)
+        return [jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]) for a in arrays]
 
     def _call(self, rows: list[Row], length: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.batch_size
@@ -187,9 +189,7 @@ class Scorer:
         for r, row in enumerate(rows):
             n = len(row.inputs)
             ids[r, :n], targets[r, :n], scored[r, :n], valid[r, :n] = row.inputs, row.targets, row.scored, True
-        sharding = batch_sharding(self.mesh)
-        args = [jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
-                for a in (ids, targets, valid)]
+        args = self._place((ids, targets, valid))
         info, most = self._patch(self.params, args[0], args[2])
         slots = min(bucket(int(most), length), num_slots(self.cfg.patching, length))
         self.shapes.add((b, length, slots))

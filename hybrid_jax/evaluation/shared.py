@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from hybrid_jax.inference import incremental
-from hybrid_jax.model import patching
 from hybrid_jax.model.params import assemble
 
 
@@ -70,12 +69,7 @@ def patches_closed(graphdef, template, params, state: incremental.State, chunk, 
     """The most patches any row's chunk `[rows, chunk_len]` closes (int32 `[]`): the patching rules
     alone (and the entropy model), so that `score_chunk` runs the global transformer on no more
     positions than that."""
-    model = assemble(graphdef, template, params)
-    cfg = model.config
-    pos = jnp.where(chunk_valid, state.pos[:, None] + jnp.arange(chunk.shape[1])[None, :], -1)
-    entropies = incremental._entropies(model, state, chunk, pos)[0] if cfg.patching.mode == "entropy" else None
-    _, _, carry = patching.next_starts(cfg.patching, chunk, entropies, pos, chunk_valid, state.carry)
-    return jnp.max(carry.count - state.carry.count)
+    return jnp.max(incremental.patches_closing(assemble(graphdef, template, params), state, chunk, chunk_valid))
 
 
 def score_chunk(graphdef, template, params, state: incremental.State, chunk, chunk_valid, targets, *, slots: int):

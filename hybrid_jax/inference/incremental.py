@@ -245,6 +245,20 @@ class FeedInfo(NamedTuple):
     ran_global: jax.Array
 
 
+def positions(state: State, valid: jax.Array) -> jax.Array:
+    """int32 `[batch, t]`: the positions of a chunk's bytes (valid bool `[batch, t]`), -1 where not fed."""
+    return jnp.where(valid, state.pos[:, None] + jnp.arange(valid.shape[1])[None, :], -1)
+
+
+def patches_closing(model, state: State, ids: jax.Array, valid: jax.Array) -> jax.Array:
+    """int32 `[batch]`: the patches feeding ids `[batch, t]` (valid as `feed`) would close, from the
+    patching rules (and the entropy model) alone, without closing them: a bound for `max_closing`."""
+    pos = positions(state, valid)
+    entropies = _entropies(model, state, ids, pos)[0] if model.config.patching.mode == "entropy" else None
+    _, _, carry = patching.next_starts(model.config.patching, ids, entropies, pos, valid, state.carry)
+    return carry.count - state.carry.count
+
+
 def feed(model, state: State, ids: jax.Array, valid: jax.Array, always_close: bool = True,
          thoughts: bool = False, fresh: bool = False):
     """Feed new bytes ids int32 `[batch, t]` (valid bool `[batch, t]`, each row's valid bytes first).
@@ -269,7 +283,7 @@ def feed_info(model, state: State, ids: jax.Array, valid: jax.Array, always_clos
     and the logits of bytes after a further patch closes are then wrong (speculation keeps none)."""
     cfg = model.config
     b, t = ids.shape
-    pos = jnp.where(valid, state.pos[:, None] + jnp.arange(t)[None, :], -1)
+    pos = positions(state, valid)
     if drafted is None:
         x, enc_caches, history = _encode_bytes(model, state, ids, pos, valid, fresh)
     else:

@@ -86,7 +86,7 @@ def verify(model, state: incremental.State, chunk, valid, drafted=None) -> Verif
     """All four levels over the chunk `[batch, k]` in one pass, from `state` (whose caches must hold
     no position at or after `state.pos`), reusing what the draft computed exactly; the global
     transformer runs on `closing_slots` patches."""
-    pos = jnp.where(valid, state.pos[:, None] + jnp.arange(chunk.shape[1])[None, :], -1)
+    pos = incremental.positions(state, valid)
     logits, after, info = incremental.feed_info(model, state, chunk, valid, always_close=False, drafted=drafted,
                                                 max_closing=closing_slots(chunk.shape[1]))
     return Verified(logits, after, info, pos)
